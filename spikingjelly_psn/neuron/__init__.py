@@ -1,0 +1,20 @@
+"""The neurons users put in their SpikingJelly nets."""
+
+from spikingjelly_psn.neuron.masked_psn import MaskedPSN
+from spikingjelly_psn.neuron.mfpsn import MFPSN
+from spikingjelly_psn.neuron.psn import PSN
+from spikingjelly_psn.neuron.schedules import LambdaSchedule, sawtooth_dilations
+from spikingjelly_psn.neuron.sliding_psn import SlidingPSN
+
+#: Every plugin neuron class.
+NEURONS = (PSN, MaskedPSN, SlidingPSN, MFPSN)
+
+__all__ = [
+    "MFPSN",
+    "NEURONS",
+    "PSN",
+    "LambdaSchedule",
+    "MaskedPSN",
+    "SlidingPSN",
+    "sawtooth_dilations",
+]

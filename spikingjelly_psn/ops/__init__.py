@@ -1,0 +1,84 @@
+"""Charge-and-fire ops of the PSN family, dispatched by backend.
+
+Every neuron turns its parameters into plain tensors and calls one of these functions;
+the backend module does the math. A new backend adds a module here and touches nothing else.
+
+Canonical layouts (the neurons reshape to them):
+
+- ``dense_fire``: ``x [T_in, M]``, ``weight [T_out, T_in]``, ``bias [T_out, 1]`` -> spikes ``[T_out, M]``.
+- ``causal_conv_fire``: ``x [T, B, C, S]``, ``weight [C, k]`` or ``[1, k]`` (shared), ``bias [C]`` or
+  ``[1]`` -> spikes ``[T, B, C, S]`` with ``H[t] = sum_i weight[:, i] * x[t - (k-1-i)*dilation]``.
+  ``history [L, B, C, S]`` holds the ``L = (k-1)*dilation`` inputs before ``x[0]`` (zeros where none).
+- ``conv_channel_stats``: the per-channel mean and biased variance of the same charge (no bias),
+  reduced over ``T, B, S``: what MFPSN's batch-norm threshold needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import torch
+
+BACKENDS: tuple[str, ...] = ("torch", "cupy")
+
+_MODULES = {
+    "torch": "spikingjelly_psn.ops.reference",
+    "cupy": "spikingjelly_psn.ops.cupy",
+}
+
+
+def backend_module(backend: str, x: torch.Tensor | None = None) -> ModuleType:
+    """The module implementing ``backend`` (imported on first use), after checking ``x``'s device."""
+    if backend not in _MODULES:
+        raise NotImplementedError(
+            f"backend={backend!r} is not supported; choose one of {BACKENDS}."
+        )
+    if backend == "cupy" and x is not None and x.device.type != "cuda":
+        raise RuntimeError(
+            f"backend='cupy' runs on CUDA tensors, but the input is on {x.device}; move the model "
+            "and its input to a GPU (.cuda()), or use backend='torch' on this device."
+        )
+    return importlib.import_module(_MODULES[backend])
+
+
+def dense_fire(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    surrogate_function,
+    backend: str = "torch",
+) -> torch.Tensor:
+    """Spikes ``Θ(weight @ x + bias)`` of PSN and masked PSN."""
+    return backend_module(backend, x).dense_fire(x, weight, bias, surrogate_function)
+
+
+def causal_conv_fire(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    dilation: int,
+    surrogate_function,
+    history: torch.Tensor | None = None,
+    power_of_two: bool = False,
+    backend: str = "torch",
+) -> torch.Tensor:
+    """Spikes of the causal, dilated, channel-wise temporal convolution (sliding PSN, MFPSN).
+
+    ``power_of_two`` promises that every weight is 0 or ``±2^e``, so a backend may apply the
+    taps with exponent arithmetic instead of multiplies.
+    """
+    return backend_module(backend, x).causal_conv_fire(
+        x, weight, bias, dilation, surrogate_function, history, power_of_two
+    )
+
+
+def conv_channel_stats(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    dilation: int,
+    history: torch.Tensor | None = None,
+    backend: str = "torch",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance (fp32) of the causal convolution, differentiable."""
+    return backend_module(backend, x).conv_channel_stats(x, weight, dilation, history)
