@@ -13,7 +13,7 @@ from spikingjelly_psn.neuron.common import (
     check_positive_int,
     next_history,
 )
-from spikingjelly_psn.neuron.psn import check_time_steps, init_dense_parameters
+from spikingjelly_psn.neuron.psn import init_dense_parameters
 
 
 class MaskedPSN(PSNFamilyMixin, base.MemoryModule):
