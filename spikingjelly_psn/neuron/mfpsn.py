@@ -19,8 +19,14 @@ from spikingjelly_psn.neuron.common import (
     next_history,
 )
 from spikingjelly_psn.ops.quantize import power_of_two_exponent, quantize_power_of_two
+from spikingjelly_psn.ops.reference import accumulation_dtype
 
 THRESHOLDS = ("bn", "learnable")
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """A parameter in the dtype the folding is done in (fp32, or fp64 for gradcheck)."""
+    return t.to(accumulation_dtype(t))
 
 
 class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
@@ -129,9 +135,9 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
 
     def _fold(self, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch-norm statistics folded into the weights: ``(Q(W_f), b_f)``."""
-        scale = self.gamma.float() * torch.rsqrt(var + self.eps)
-        weight = self._quantized(self.weight.float() * scale[:, None])
-        return weight, self.beta.float() - mean * scale
+        scale = _wide(self.gamma) * torch.rsqrt(var + self.eps)
+        weight = self._quantized(_wide(self.weight) * scale[:, None])
+        return weight, _wide(self.beta) - mean * scale
 
     def _eval_constants(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Weights and bias of the eval-mode neuron, computed once per parameter change."""
@@ -144,9 +150,9 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
         if not differentiable and self._eval_cache is not None and self._eval_cache[0] == key:
             return self._eval_cache[1]
         if self.threshold == "learnable":
-            constants = (self._quantized(self.weight.float()), self.bias.float())
+            constants = (self._quantized(_wide(self.weight)), _wide(self.bias))
         else:
-            constants = self._fold(self.running_mean.float(), self.running_var.float())
+            constants = self._fold(_wide(self.running_mean), _wide(self.running_var))
         if not differentiable:
             self._eval_cache = (key, constants)
         return constants
@@ -162,12 +168,12 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
             raise RuntimeError("MFPSN.export_integer() needs quantize=True (power-of-two weights).")
         with torch.no_grad():
             if self.threshold == "learnable":
-                latent = self.weight.float()
-                bias = self.bias.float()
+                latent = _wide(self.weight)
+                bias = _wide(self.bias)
             else:
-                scale = self.gamma.float() * torch.rsqrt(self.running_var.float() + self.eps)
-                latent = self.weight.float() * scale[:, None]
-                bias = self.beta.float() - self.running_mean.float() * scale
+                scale = _wide(self.gamma) * torch.rsqrt(_wide(self.running_var) + self.eps)
+                latent = _wide(self.weight) * scale[:, None]
+                bias = _wide(self.beta) - _wide(self.running_mean) * scale
             exponent = power_of_two_exponent(latent, self.exp_min, self.exp_max)
         if exponent.abs().max() > 127:
             raise OverflowError(
@@ -217,7 +223,7 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
             self._update_running_stats(mean, var, x4.numel() // C)
             weight, bias = self._fold(mean, var)
         elif self.training:
-            weight, bias = self._quantized(self.weight.float()), self.bias.float()
+            weight, bias = self._quantized(_wide(self.weight)), _wide(self.bias)
         else:
             weight, bias = self._eval_constants()
         spikes = ops.causal_conv_fire(

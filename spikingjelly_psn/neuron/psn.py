@@ -55,7 +55,7 @@ class PSN(PSNFamilyMixin, nn.Module, base.MultiStepModule):
 
     def _single_step_hint(self) -> str:
         return (
-            "A PSN's charge at step t depends on the inputs of all T steps; for step-by-step "
+            "PSN is multi-step only: its charge at step t depends on the inputs of all T steps; for step-by-step "
             "inference use MaskedPSN (lambda_=1), SlidingPSN or MFPSN."
         )
 

@@ -5,6 +5,14 @@ from __future__ import annotations
 import torch
 
 
+def accumulation_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """fp32 for half-precision inputs, the widest input dtype otherwise (fp64 for gradcheck)."""
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
 def dense_fire(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate_function
 ) -> torch.Tensor:
@@ -28,7 +36,7 @@ def _padded(x: torch.Tensor, history: torch.Tensor | None, length: int) -> torch
 def causal_conv_charge(
     x: torch.Tensor, weight: torch.Tensor, dilation: int, history: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``H[t] = Σ_i weight[:, i] · x[t − (k−1−i)·dilation]`` in fp32, taps summed oldest first.
+    """``H[t] = Σ_i weight[:, i] · x[t − (k−1−i)·dilation]`` in fp32 or wider, taps summed oldest first.
 
     Each output element sees the same sequence of operations whatever T is, so a sequence fed
     in chunks gives bit-identical charges to one call.
@@ -36,8 +44,9 @@ def causal_conv_charge(
     k = weight.shape[1]
     lag = (k - 1) * dilation
     T = x.shape[0]
-    xp = _padded(x, history, lag).float()
-    w = weight.float().view(1, 1, weight.shape[0], k, 1)
+    dtype = accumulation_dtype(x, weight)
+    xp = _padded(x, history, lag).to(dtype)
+    w = weight.to(dtype).view(1, 1, weight.shape[0], k, 1)
     h = None
     for i in range(k):
         start = i * dilation
@@ -56,7 +65,8 @@ def causal_conv_fire(
     power_of_two: bool = False,
 ) -> torch.Tensor:
     """Spikes ``Θ(H + bias)``; ``power_of_two`` changes nothing here (a multiply by ±2^e is exact)."""
-    h = causal_conv_charge(x, weight, dilation, history) + bias.float().view(1, 1, -1, 1)
+    h = causal_conv_charge(x, weight, dilation, history)
+    h = h + bias.to(h.dtype).view(1, 1, -1, 1)
     return surrogate_function(h).to(x.dtype)
 
 

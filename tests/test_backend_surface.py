@@ -1,0 +1,91 @@
+"""The backend surface (DESIGN.md §2): property, setter, set_backend, CuPy errors; registration."""
+
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional
+from spikingjelly.activation_based import neuron as sj_neuron
+
+import spikingjelly_psn
+from spikingjelly_psn import MFPSN, MaskedPSN, PSN, SlidingPSN, set_backend
+from spikingjelly_psn import backend as backend_module
+
+ALL = [lambda: PSN(4), lambda: MaskedPSN(2, 4), lambda: SlidingPSN(2), lambda: MFPSN(2)]
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_backend_property_and_supported_backends(make):
+    neuron = make()
+    assert neuron.backend == "torch"
+    assert neuron.supported_backends == ("torch", "cupy")
+    assert "backend=torch" in repr(neuron) and "step_mode=m" in repr(neuron)
+    with pytest.raises(NotImplementedError, match="does not support backend='triton'"):
+        neuron.backend = "triton"
+
+
+def test_single_step_supports_torch_only_and_keeps_the_chosen_backend():
+    neuron = SlidingPSN(2)
+    neuron.step_mode = "s"
+    assert neuron.supported_backends == ("torch",)
+    with pytest.raises(NotImplementedError, match="step_mode='s'"):
+        neuron.backend = "cupy"
+
+
+def test_missing_cupy_raises_import_error_with_install_hint(monkeypatch):
+    monkeypatch.setattr(backend_module, "cupy_installed", lambda: False)
+    with pytest.raises(ImportError, match=r"pip install \"spikingjelly-psn\[cupy13\]\""):
+        SlidingPSN(2, backend="cupy")
+
+
+def test_cupy_backend_on_cpu_tensors_says_so(monkeypatch):
+    monkeypatch.setattr(backend_module, "cupy_installed", lambda: True)
+    neuron = PSN(3, backend="cupy")
+    with pytest.raises(RuntimeError, match=r"backend='cupy' runs on CUDA tensors.*\.cuda\(\)"):
+        neuron(torch.randn(3, 2))
+
+
+def test_set_backend_sets_supported_and_warns_for_the_rest(monkeypatch, caplog):
+    monkeypatch.setattr(backend_module, "cupy_installed", lambda: True)
+    sliding = SlidingPSN(2, step_mode="s")
+    net = torch.nn.Sequential(PSN(4), MaskedPSN(2, 4), sliding, torch.nn.Linear(2, 2))
+    with caplog.at_level(logging.WARNING):
+        set_backend(net, "cupy")
+    assert [m.backend for m in net[:2]] == ["cupy", "cupy"]
+    assert sliding.backend == "torch" and "SlidingPSN does not support backend='cupy'" in caplog.text
+    set_backend(net, "torch", instance=PSN)
+    assert net[0].backend == "torch" and net[1].backend == "cupy"
+
+
+def test_set_step_mode_reaches_the_neurons():
+    net = torch.nn.Sequential(MaskedPSN(2, 4), SlidingPSN(2), MFPSN(2))
+    functional.set_step_mode(net, "s")
+    assert [m.step_mode for m in net] == ["s", "s", "s"]
+    with pytest.raises(ValueError, match="multi-step"):
+        functional.set_step_mode(torch.nn.Sequential(PSN(4)), "s")
+
+
+def test_register_and_unregister():
+    original = sj_neuron.PSN
+    try:
+        added = spikingjelly_psn.register()
+        assert added == ["MFPSN"] and sj_neuron.MFPSN is MFPSN and sj_neuron.PSN is original
+        replaced = spikingjelly_psn.register(replace_builtins=True)
+        assert replaced == ["PSN", "MaskedPSN", "SlidingPSN"] and sj_neuron.PSN is PSN
+    finally:
+        spikingjelly_psn.unregister()
+    assert sj_neuron.PSN is original and not hasattr(sj_neuron, "MFPSN")
+
+
+def test_import_is_cheap_and_never_touches_cupy_or_cuda():
+    code = (
+        "import sys, time; t = time.perf_counter(); import spikingjelly_psn; "
+        "dt = time.perf_counter() - t; assert 'torch' not in sys.modules, 'torch imported'; "
+        "from spikingjelly_psn import MFPSN, PSN; import torch; PSN(4)(torch.randn(4, 2)); MFPSN(2); "
+        "assert 'cupy' not in sys.modules, 'cupy imported'; "
+        "assert not torch.cuda.is_initialized(), 'CUDA initialised'; print(dt)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(out.stdout) < 0.5

@@ -1,0 +1,246 @@
+"""MFPSN against an independent loop-over-time implementation of DESIGN.md §1."""
+
+import math
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional, surrogate
+
+from spikingjelly_psn import MFPSN, materialize, sawtooth_dilations
+from spikingjelly_psn.ops.quantize import quantize_power_of_two
+
+SMOOTH = surrogate.ATan(spiking=False)
+
+
+def q_scalar(w: float, exp_min=None, exp_max=None) -> float:
+    if w == 0:
+        return 0.0
+    e = round(math.log2(abs(w)))  # Python rounds half to even, like torch.round
+    if exp_min is not None:
+        e = max(e, exp_min)
+    if exp_max is not None:
+        e = min(e, exp_max)
+    return math.copysign(2.0**e, w)
+
+
+def loop_charge(x, weight, dilation):
+    """H[t, n, c, s] = Σ_i w[c, i] x[t − (k−1−i)d, n, c, s], element by element in time."""
+    T, k = x.shape[0], weight.shape[1]
+    h = torch.zeros_like(x)
+    for t in range(T):
+        for i in range(k):
+            src = t - (k - 1 - i) * dilation
+            if src >= 0:
+                h[t] += weight[:, i].view(1, -1, *([1] * (x.dim() - 3))) * x[src]
+    return h
+
+
+def loop_mfpsn(x, neuron, training):
+    """The whole neuron (threshold, folding, quantizing) from DESIGN.md §1, in float64."""
+    w = neuron.weight.detach().double()
+    dims = [d for d in range(x.dim()) if d != 2]
+    view = (1, 1, -1, *([1] * (x.dim() - 3)))
+    if neuron.threshold == "learnable":
+        wq, b = w, neuron.bias.detach().double()
+    else:
+        if training:
+            hf = loop_charge(x, w, neuron.dilation)
+            mean, var = hf.mean(dims), hf.var(dims, unbiased=False)
+        else:
+            mean, var = neuron.running_mean.double(), neuron.running_var.double()
+        scale = neuron.gamma.detach().double() / torch.sqrt(var + neuron.eps)
+        wq, b = w * scale[:, None], neuron.beta.detach().double() - mean * scale
+    if neuron.quantize:
+        wq = torch.tensor(
+            [[q_scalar(v, neuron.exp_min, neuron.exp_max) for v in row] for row in wq.tolist()],
+            dtype=torch.float64,
+        )
+    return loop_charge(x, wq, neuron.dilation) + b.view(view)
+
+
+CASES = [
+    dict(k=3, dilation=1),
+    dict(k=2, dilation=3),
+    dict(k=4, dilation=2, quantize=False),
+    dict(k=3, dilation=1, threshold="learnable"),
+    dict(k=5, dilation=1, exp_min=-2, exp_max=0),
+    dict(k=1, dilation=1),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("shape", [(7, 3, 4), (6, 2, 3, 4, 5), (2, 2, 2, 3, 3)])
+@pytest.mark.parametrize("training", [True, False])
+def test_matches_loop_implementation(case, shape, training):
+    torch.manual_seed(len(shape) * 7 + case["k"])
+    x = torch.randn(shape, dtype=torch.float64)
+    neuron = MFPSN(surrogate_function=SMOOTH, channels=shape[2], **case).double()
+    with torch.no_grad():
+        neuron.weight.uniform_(-1.5, 1.5)
+        if case.get("threshold") == "learnable":
+            neuron.bias.uniform_(-1, 0)
+        else:
+            neuron.gamma.uniform_(0.5, 2)
+            neuron.beta.uniform_(-1, 0)
+            neuron.running_mean.uniform_(-0.2, 0.2)
+            neuron.running_var.uniform_(0.5, 2)
+    neuron.train(training)
+    expected = SMOOTH(loop_mfpsn(x, neuron, training))
+    torch.testing.assert_close(neuron(x), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_running_stats_follow_batchnorm():
+    torch.manual_seed(0)
+    x = torch.randn(5, 4, 3, 2, 2)
+    neuron = MFPSN(2, dilation=1, channels=3)
+    bn = torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        h = loop_charge(x, neuron.weight, 1)
+        bn(h.permute(1, 2, 0, 3, 4).reshape(4, 3, -1))
+    neuron(x)
+    torch.testing.assert_close(neuron.running_mean, bn.running_mean)
+    torch.testing.assert_close(neuron.running_var, bn.running_var)
+
+
+def test_gradients_flow_through_batch_statistics():
+    torch.manual_seed(1)
+    x = torch.randn(6, 3, 4, dtype=torch.float64, requires_grad=True)
+    neuron = MFPSN(3, channels=4, quantize=False, surrogate_function=SMOOTH).double()
+    params = (x, neuron.weight, neuron.gamma, neuron.beta)
+
+    def with_stats(*args):
+        neuron.reset()
+        return neuron(args[0])
+
+    assert torch.autograd.gradcheck(with_stats, params, eps=1e-6, atol=1e-6)
+
+    def detached_stats():
+        w = neuron.weight
+        h = loop_charge(x, w, 1)
+        mean, var = h.mean((0, 1)).detach(), h.var((0, 1), unbiased=False).detach()
+        scale = neuron.gamma / torch.sqrt(var + neuron.eps)
+        return SMOOTH(loop_charge(x, w * scale[:, None], 1) + neuron.beta - mean * scale)
+
+    neuron.reset()
+    g_full = torch.autograd.grad(neuron(x).sum(), neuron.weight)[0]
+    g_detached = torch.autograd.grad(detached_stats().sum(), neuron.weight)[0]
+    assert not torch.allclose(g_full, g_detached)
+
+
+def test_straight_through_gradient_of_the_quantizer():
+    w = torch.tensor([0.3, -0.7, 0.0, 5.0, 1e-3], requires_grad=True)
+    q = quantize_power_of_two(w)
+    assert q.tolist() == [0.25, -0.5, 0.0, 4.0, 2.0**-10]
+    upstream = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    (grad,) = torch.autograd.grad((q * upstream).sum(), w)
+    assert torch.equal(grad, upstream)  # ∂Q/∂w := 1, finite at 0
+    bounded = quantize_power_of_two(torch.tensor([1e-3, 100.0, -0.3]), exp_min=-3, exp_max=2)
+    assert bounded.tolist() == [0.125, 4.0, -0.25]
+    assert quantize_power_of_two(torch.tensor([2**0.5 * 1.0000001, 3.0])).tolist() == [2.0, 4.0]
+
+
+def test_quantized_weights_are_powers_of_two_in_training_and_eval():
+    torch.manual_seed(2)
+    neuron = MFPSN(4, channels=3)
+    x = torch.randn(8, 2, 3)
+    mean, var = torch.zeros(3), torch.ones(3)
+    weight, _ = neuron._fold(mean, var)
+    nonzero = weight[weight != 0].abs()
+    assert torch.equal(torch.exp2(torch.log2(nonzero).round()), nonzero)
+    neuron(x)
+    neuron.eval()
+    weight, _ = neuron._eval_constants()
+    assert torch.equal(torch.exp2(torch.log2(weight.abs()).round()), weight.abs())
+
+
+def test_eval_constants_are_computed_once_and_follow_parameter_updates():
+    neuron = MFPSN(3, channels=2).eval()
+    x = torch.randn(4, 1, 2)
+    with torch.no_grad():
+        first = neuron._eval_constants()
+        assert neuron._eval_constants() is first
+        neuron.gamma.mul_(3.0)
+        second = neuron._eval_constants()
+    assert second is not first
+    assert not torch.equal(second[0], first[0])
+    with torch.no_grad():
+        neuron(x)
+
+
+@pytest.mark.parametrize("k, dilation", [(3, 1), (2, 3), (4, 2), (1, 1)])
+@pytest.mark.parametrize("threshold", ["bn", "learnable"])
+def test_streaming_equals_one_call_in_eval(k, dilation, threshold):
+    torch.manual_seed(k * 10 + dilation)
+    x = torch.randn(11, 2, 3, 2, 2)
+    neuron = MFPSN(k, dilation=dilation, channels=3, threshold=threshold).eval()
+    with torch.no_grad():
+        full = neuron(x)
+        functional.reset_net(neuron)
+        chunks = torch.cat([neuron(x[:1]), neuron(x[1:5]), neuron(x[5:6]), neuron(x[6:])])
+        functional.reset_net(neuron)
+        neuron.step_mode = "s"
+        steps = torch.stack([neuron(x[t]) for t in range(x.shape[0])])
+    assert torch.equal(full, chunks)
+    assert torch.equal(full, steps)
+
+
+def test_lazy_channels_and_materialize():
+    neuron = MFPSN(3)
+    assert neuron.channels is None and neuron.has_uninitialized_params()
+    net = torch.nn.Sequential(torch.nn.Identity(), neuron)
+    materialize(net, torch.randn(4, 2, 5, 3, 3))
+    assert neuron.channels == 5 and neuron.training
+    assert neuron.weight.shape == (5, 3)
+    assert neuron.history is None  # materialize resets
+    assert torch.equal(neuron.running_mean, torch.zeros(5))  # eval forward left stats alone
+    torch.optim.SGD(net.parameters(), lr=0.1)  # all parameters are real now
+
+
+def test_lazy_state_dict_loads_into_an_unmaterialised_neuron():
+    source = MFPSN(2, channels=4)
+    source(torch.randn(3, 2, 4))
+    target = MFPSN(2)
+    target.load_state_dict(source.state_dict())
+    assert target.channels == 4
+    source.eval()
+    target.eval()
+    x = torch.randn(5, 2, 4)
+    assert torch.equal(source(x), target(x))
+
+
+def test_channels_argument_and_learnable_threshold_keys():
+    assert set(MFPSN(2, channels=3).state_dict()) == {
+        "weight",
+        "gamma",
+        "beta",
+        "running_mean",
+        "running_var",
+    }
+    neuron = MFPSN(2, channels=3, threshold="learnable", v_threshold=0.5)
+    assert set(neuron.state_dict()) == {"weight", "bias"}
+    assert torch.equal(neuron.bias, torch.full((3,), -0.5))
+
+
+def test_export_integer_reproduces_the_eval_neuron_with_shifts_and_adds():
+    torch.manual_seed(3)
+    neuron = MFPSN(3, dilation=2, channels=4, exp_min=-8, exp_max=3)
+    x = torch.randn(9, 2, 4)
+    neuron(x)
+    neuron.eval()
+    exported = neuron.export_integer()
+    assert exported["sign"].dtype == torch.int8 and exported["exponent"].dtype == torch.int8
+    assert exported["exponent"].min() >= -8 and exported["exponent"].max() <= 3
+    weight = torch.ldexp(exported["sign"].float(), exported["exponent"].int())
+    charge = loop_charge(x.double(), weight.double(), exported["dilation"])
+    spikes = (charge + exported["bias"].double().view(1, 1, -1) >= 0).float()
+    neuron.reset()
+    with torch.no_grad():
+        assert torch.equal(neuron(x), spikes)
+
+
+def test_sawtooth_dilations():
+    assert sawtooth_dilations(7) == [1, 2, 3, 1, 2, 3, 1]
+    assert sawtooth_dilations(4, period=2) == [1, 2, 1, 2]
+    assert sawtooth_dilations(0) == []
+    with pytest.raises(ValueError, match="period"):
+        sawtooth_dilations(3, period=0)
