@@ -83,6 +83,9 @@ class PSNFamilyMixin:
 
     #: Step modes the class supports; PSN overrides with ``("m",)``.
     step_modes: tuple[str, ...] = ("s", "m")
+    #: The input layout of one step, for error messages, and its lowest rank.
+    single_step_layout: str = "[N, *]"
+    single_step_min_dim: int = 1
 
     def _init_family(
         self, surrogate_function, step_mode: str, backend: str, reset_kwargs: dict
@@ -113,6 +116,19 @@ class PSNFamilyMixin:
 
     def _single_step_hint(self) -> str:
         return ""
+
+    def _check_single_step(self) -> None:
+        """Raise if the neuron cannot run one step at a time in its current state."""
+
+    def single_step_functional_forward(self, inputs, states, **kwargs):
+        """One step is a one-step sequence: the same math (torch backend) and the same state."""
+        x = inputs[0]
+        check_input(x, type(self).__name__, self.single_step_min_dim, self.single_step_layout)
+        self._check_single_step()
+        (spikes,), states = self.multi_step_functional_forward(
+            (x.unsqueeze(0),), states, single=True
+        )
+        return (spikes[0],), states
 
     @property
     def supported_backends(self) -> tuple[str, ...]:

@@ -74,14 +74,6 @@ class MaskedPSN(PSNFamilyMixin, base.MemoryModule):
         lam = self._lambda_
         return (lam * self.mask0 + (1.0 - lam) * self.mask1) * self.weight
 
-    def single_step_functional_forward(self, inputs, states, **kwargs):
-        x = inputs[0]
-        check_input(x, "MaskedPSN", 1, "[N, *]")
-        (spikes,), states = self.multi_step_functional_forward(
-            (x.unsqueeze(0),), states, single=True
-        )
-        return (spikes[0],), states
-
     def multi_step_functional_forward(self, inputs, states, single: bool = False, **kwargs):
         x_seq = inputs[0]
         check_input(x_seq, "MaskedPSN", 2, "[T, N, *]")

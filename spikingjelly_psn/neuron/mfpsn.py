@@ -195,18 +195,15 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
                 f"channels at dim 2 (shape {tuple(x_seq.shape)}); use one MFPSN per layer."
             )
 
-    def single_step_functional_forward(self, inputs, states, **kwargs):
-        x = inputs[0]
-        check_input(x, "MFPSN", 2, "[N, C] or [N, C, H, W]")
+    single_step_layout = "[N, C] or [N, C, H, W]"
+    single_step_min_dim = 2
+
+    def _check_single_step(self) -> None:
         if self.training and self.threshold == "bn":
             raise RuntimeError(
                 "MFPSN with threshold='bn' needs the whole sequence in training (its batch "
                 "statistics span all time-steps); single-step mode works in eval mode (net.eval())."
             )
-        (spikes,), states = self.multi_step_functional_forward(
-            (x.unsqueeze(0),), states, single=True
-        )
-        return (spikes[0],), states
 
     def multi_step_functional_forward(self, inputs, states, single: bool = False, **kwargs):
         x_seq = inputs[0]

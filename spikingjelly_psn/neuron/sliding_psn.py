@@ -50,14 +50,6 @@ class SlidingPSN(PSNFamilyMixin, base.MemoryModule):
         self.bias = nn.Parameter(torch.as_tensor(-float(v_threshold)))
         self._init_family(surrogate_function, step_mode, backend, reset_kwargs)
 
-    def single_step_functional_forward(self, inputs, states, **kwargs):
-        x = inputs[0]
-        check_input(x, "SlidingPSN", 1, "[N, *]")
-        (spikes,), states = self.multi_step_functional_forward(
-            (x.unsqueeze(0),), states, single=True
-        )
-        return (spikes[0],), states
-
     def multi_step_functional_forward(self, inputs, states, single: bool = False, **kwargs):
         x_seq = inputs[0]
         check_input(x_seq, "SlidingPSN", 2, "[T, N, *]")
