@@ -1,0 +1,42 @@
+"""Memory of one call: the CUDA peak-allocation delta, and the bytes autograd saves for backward."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def saved_tensor_bytes(call: Callable[[], object]) -> int:
+    """Bytes of the distinct storages autograd keeps for backward while ``call()`` runs.
+
+    This is the activation memory the layer adds to a network in training (0 under ``no_grad``).
+    A storage saved twice (or through two views) is counted once.
+    """
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        call()
+    return sum(storages.values())
+
+
+def cuda_peak_delta(call: Callable[[], object], device: torch.device) -> int | None:
+    """Peak bytes allocated above the starting level during ``call()`` (outputs included).
+
+    ``None`` off CUDA, where PyTorch keeps no allocation peak.
+    """
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    result = call()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    del result
+    return max(peak, 0)
