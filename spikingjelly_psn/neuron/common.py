@@ -54,9 +54,14 @@ def check_input(x: torch.Tensor, cls_name: str, min_dim: int, layout: str) -> No
 
 
 def next_history(history: torch.Tensor | None, x_seq: torch.Tensor, length: int):
-    """The last ``length`` inputs of ``history ++ x_seq`` (zeros before the first), or None if 0."""
+    """The last ``length`` inputs of ``history ++ x_seq`` (zeros before the first), or None if 0.
+
+    The history is data, not graph: gradients do not flow from one call into the previous one,
+    and a forgotten ``reset_net`` cannot keep an old batch's graph alive.
+    """
     if length == 0:
         return None
+    x_seq = x_seq.detach()
     if history is None and x_seq.shape[0] >= length:
         return x_seq[-length:]
     if history is None:

@@ -1,0 +1,182 @@
+"""The kernel sources compiled as host C++ (with cuda_compat.h) and driven through ctypes.
+
+Each kernel runs with one thread per block over its whole grid, so what the GPU reduces per
+block is here one thread's partial sum. The wrappers take and return CPU torch tensors and use
+the package's own host-side helpers (tap codes, reductions), so the op is exercised end to end.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from spikingjelly_psn.ops.cupy import _host, _source
+
+SUPPORT_DIR = Path(__file__).resolve().parent
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_P, _I, _F, _L = ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_longlong
+_SIGNATURES = {
+    "emu_ldexp": ([_F, _I], _F),
+    "emu_apply_tap": ([_F, _I], _F),
+    "emu_to_half": ([_P, _P, _L], None),
+    "emu_from_half": ([_P, _P, _L], None),
+    "emu_to_bf16": ([_P, _P, _L], None),
+    "emu_from_bf16": ([_P, _P, _L], None),
+    "emu_surrogate": ([_I, _P, _P, _L, _F, _F, _F], None),
+    "emu_conv_fwd": ([_I, _I, _P, _P, _P, _P, _P, _P] + [_I] * 8, None),
+    "emu_conv_bwd": ([_I, _I, _I] + [_P] * 9 + [_I, _F, _F, _F] + [_P] * 3 + [_I] * 8, None),
+    "emu_conv_stats": ([_I, _I, _P, _P, _P, _P] + [_I] * 7, None),
+    "emu_dense_fwd": ([_I, _I, _P, _P, _P, _P, _I, _I, _L], None),
+    "emu_dense_bwd": ([_I, _I, _P, _P, _P, _P, _I, _F, _F, _F, _P, _P, _I, _I, _L], None),
+}
+
+
+def compiler() -> str | None:
+    return shutil.which("g++")
+
+
+def build(cache_dir: Path | None = None) -> ctypes.CDLL:
+    """Compile harness.cpp with the kernel sources (once per source version) and load it."""
+    sources = [SUPPORT_DIR / "harness.cpp", SUPPORT_DIR / "cuda_compat.h"]
+    sources += sorted(_source.KERNEL_DIR.glob("*.cu*"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+    cache_dir = cache_dir or Path(tempfile.gettempdir()) / "spikingjelly_psn_emulation"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    library = cache_dir / f"psn_emu_{digest}.so"
+    if not library.exists():
+        partial = library.with_suffix(f".{digest}.tmp")
+        subprocess.run(
+            [
+                compiler() or "g++", "-O1", "-std=c++17", "-ffp-contract=off", "-shared", "-fPIC",
+                f"-I{_source.KERNEL_DIR}", f"-I{SUPPORT_DIR}", str(SUPPORT_DIR / "harness.cpp"),
+                "-o", str(partial),
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        partial.replace(library)
+    lib = ctypes.CDLL(str(library))
+    for name, (args, res) in _SIGNATURES.items():
+        getattr(lib, name).argtypes = args
+        getattr(lib, name).restype = res
+    return lib
+
+
+def _p(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+def _strides(weight: torch.Tensor, bias_numel: int, channels: int) -> tuple[int, int]:
+    k = weight.shape[1]
+    return (k if weight.shape[0] != 1 or channels == 1 else 0), (
+        1 if bias_numel != 1 or channels == 1 else 0
+    )
+
+
+class Emulator:
+    """The ops of ``spikingjelly_psn.ops.cupy`` run on the CPU through the compiled harness."""
+
+    def __init__(self, lib: ctypes.CDLL):
+        self.lib = lib
+
+    def conv_fire(self, x, weight, bias, dilation, history=None, power_of_two=False, wide=False):
+        n_t, batch, channels, positions = x.shape
+        x = x.contiguous()
+        out = torch.empty_like(x)
+        w = weight.float().contiguous()
+        b = bias.float().reshape(-1).contiguous()
+        code = _host.pow2_codes(w) if power_of_two else None
+        ws, bs = _strides(w, b.numel(), channels)
+        self.lib.emu_conv_fwd(
+            DTYPE_CODES[x.dtype], int(wide), _p(x), _p(history), _p(out), _p(w), _p(code), _p(b),
+            n_t, batch, channels, positions, w.shape[1], dilation, ws, bs,
+        )  # fmt: skip
+        return out
+
+    def conv_backward(
+        self, grad_s, x, weight, bias, dilation, sg, params, history=None, power_of_two=False,
+        deterministic=True, scratch=False, wide=False, stats=None,
+    ):  # fmt: skip
+        """(grad_x, per-thread partials [C, B*S, k+1] or None, reduced [C, k+1]).
+
+        ``stats = (mean, c1, c2)`` runs the statistics backward instead of the fire one.
+        """
+        n_t, batch, channels, positions = x.shape
+        k = weight.shape[1]
+        w = weight.float().contiguous()
+        code = _host.pow2_codes(w) if power_of_two else None
+        grad_x = torch.empty_like(x)
+        columns = batch * positions
+        partial = torch.full((channels, columns, k + 1), float("nan")) if deterministic else None
+        gwb = None if deterministic else torch.zeros(channels, k + 1)
+        if stats is None:
+            mode, c0, c1, c2 = _source.MODE_FIRE, bias.float().reshape(-1).contiguous(), None, None
+        else:
+            mode, (c0, c1, c2) = _source.MODE_STATS, stats
+        ws, bs = _strides(w, c0.numel(), channels)
+        scratch_buf = torch.full(x.shape, float("nan")) if scratch else None
+        self.lib.emu_conv_bwd(
+            DTYPE_CODES[x.dtype], int(wide), mode, _p(grad_s), _p(x), _p(history), _p(grad_x),
+            _p(w), _p(code), _p(c0), _p(c1), _p(c2), sg, *params, _p(gwb), _p(partial),
+            _p(scratch_buf), n_t, batch, channels, positions, k, dilation, ws, bs,
+        )  # fmt: skip
+        reduced = _host.reduce_partials(partial) if deterministic else gwb
+        return grad_x, partial, reduced
+
+    def conv_stats(self, x, weight, dilation, history=None, wide=False):
+        n_t, batch, channels, positions = x.shape
+        w = weight.float().contiguous()
+        partial = torch.full((channels, batch * positions, 3), float("nan"))
+        ws, _ = _strides(w, channels, channels)
+        self.lib.emu_conv_stats(
+            DTYPE_CODES[x.dtype], int(wide), _p(x), _p(history), _p(w), _p(partial), n_t, batch,
+            channels, positions, w.shape[1], dilation, ws,
+        )  # fmt: skip
+        return _host.combine_stats(partial)
+
+    def dense_fire(self, x, weight, bias, wide=False):
+        t_in, m = x.shape
+        w, b = weight.float().contiguous(), bias.float().reshape(-1).contiguous()
+        out = x.new_empty((w.shape[0], m))
+        self.lib.emu_dense_fwd(
+            DTYPE_CODES[x.dtype], int(wide), _p(x), _p(out), _p(w), _p(b), t_in, w.shape[0], m
+        )
+        return out
+
+    def dense_backward(self, grad_s, x, weight, bias, sg, params, wide=False):
+        t_in, m = x.shape
+        w, b = weight.float().contiguous(), bias.float().reshape(-1).contiguous()
+        g = torch.empty((w.shape[0], m))
+        grad_x = torch.empty_like(x)
+        self.lib.emu_dense_bwd(
+            DTYPE_CODES[x.dtype], int(wide), _p(grad_s), _p(x), _p(w), _p(b), sg, *params, _p(g),
+            _p(grad_x), t_in, w.shape[0], m,
+        )  # fmt: skip
+        return grad_x, g
+
+    def surrogate(self, sg: int, x: torch.Tensor, params) -> torch.Tensor:
+        x = x.float().contiguous()
+        out = torch.empty_like(x)
+        self.lib.emu_surrogate(sg, _p(x), _p(out), x.numel(), *params)
+        return out
+
+    def convert(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """fp32 -> fp16/bf16 bit patterns (as that dtype) through the kernels' conversion."""
+        x = x.float().contiguous()
+        out = torch.empty(x.shape, dtype=dtype)
+        fn = self.lib.emu_to_half if dtype == torch.float16 else self.lib.emu_to_bf16
+        fn(_p(x), _p(out), x.numel())
+        return out
+
+    def widen(self, x: torch.Tensor) -> torch.Tensor:
+        """fp16/bf16 -> fp32 through the kernels' conversion."""
+        out = torch.empty(x.shape, dtype=torch.float32)
+        fn = self.lib.emu_from_half if x.dtype == torch.float16 else self.lib.emu_from_bf16
+        fn(_p(x.contiguous()), _p(out), x.numel())
+        return out
