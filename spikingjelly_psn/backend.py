@@ -48,8 +48,10 @@ def set_backend(
     """Set ``backend`` on every submodule of ``net`` that has one (optionally only ``instance`` types).
 
     As in SpikingJelly 0.0.0.0.14, a module that does not support the backend keeps its own and
-    a warning is logged.
+    a warning is logged; a backend name no module could support is an error (a typo).
     """
+    if backend not in BACKENDS:
+        raise NotImplementedError(f"backend={backend!r} is unknown; choose one of {BACKENDS}.")
     for module in net.modules():
         if instance is not None and not isinstance(module, instance):
             continue

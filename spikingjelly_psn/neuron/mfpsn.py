@@ -145,15 +145,19 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
             tensors = (self.weight, self.bias)
         else:
             tensors = (self.weight, self.gamma, self.beta, self.running_mean, self.running_var)
-        differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
-        if not differentiable and self._eval_cache is not None and self._eval_cache[0] == key:
-            return self._eval_cache[1]
+        # a graph that needs gradients, or one torch.compile traces, folds the constants itself
+        cacheable = not torch.compiler.is_compiling() and not (
+            torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+        )
+        if cacheable:
+            key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+            if self._eval_cache is not None and self._eval_cache[0] == key:
+                return self._eval_cache[1]
         if self.threshold == "learnable":
             constants = (self._quantized(_wide(self.weight)), _wide(self.bias))
         else:
             constants = self._fold(_wide(self.running_mean), _wide(self.running_var))
-        if not differentiable:
+        if cacheable:
             self._eval_cache = (key, constants)
         return constants
 

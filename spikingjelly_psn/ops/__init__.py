@@ -26,10 +26,14 @@ _MODULES = {
     "torch": "spikingjelly_psn.ops.reference",
     "cupy": "spikingjelly_psn.ops.cupy",
 }
+_loaded: dict[str, ModuleType] = {}
 
 
 def backend_module(backend: str, x: torch.Tensor | None = None) -> ModuleType:
-    """The module implementing ``backend`` (imported on first use), after checking ``x``'s device."""
+    """The module implementing ``backend`` (imported once), after checking ``x``'s device.
+
+    Loaded modules are cached in a dict, which ``torch.compile`` traces without a graph break.
+    """
     if backend not in _MODULES:
         raise NotImplementedError(
             f"backend={backend!r} is not supported; choose one of {BACKENDS}."
@@ -39,7 +43,10 @@ def backend_module(backend: str, x: torch.Tensor | None = None) -> ModuleType:
             f"backend='cupy' runs on CUDA tensors, but the input is on {x.device}; move the model "
             "and its input to a GPU (.cuda()), or use backend='torch' on this device."
         )
-    return importlib.import_module(_MODULES[backend])
+    module = _loaded.get(backend)
+    if module is None:
+        module = _loaded[backend] = importlib.import_module(_MODULES[backend])
+    return module
 
 
 def dense_fire(

@@ -1,0 +1,374 @@
+"""The run configuration: a typed schema, YAML loading, dotted overrides and validation.
+
+Every check here runs before any data is read or any model is built, and each failure raises one
+:class:`ConfigError` whose message names the offending key (or path) and how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+NEURONS = ("MFPSN", "PSN", "MaskedPSN", "SlidingPSN", "LIFNode", "ParametricLIFNode", "IFNode")
+PLUGIN_NEURONS = NEURONS[:4]
+PAPER_MODELS = ("seq_mlp", "seq_cifar_net", "cifar10_csnn", "cifar10dvs_vgg")
+ZOO_MODULES = ("spiking_resnet", "sew_resnet", "spiking_vgg", "parametric_lif_net", "spikformer")
+DATASETS = ("digits", "cifar10", "cifar100", "cifar10dvs", "dvs128gesture", "nmnist", "shd")
+NEUROMORPHIC = ("cifar10dvs", "dvs128gesture", "nmnist", "shd")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the key and the fix."""
+
+
+@dataclass
+class DataConfig:
+    """Which data set, how it is cut into time-steps, and how it is loaded."""
+
+    dataset: str = "digits"
+    root: str | None = None
+    mode: Literal["sequential", "static"] = "sequential"
+    T: int = 64
+    split_by: Literal["number", "time"] = "number"
+    test_fraction: float = 0.2
+    resize: int | None = None
+    batch_size: int = 64
+    test_batch_size: int | None = None
+    num_workers: int = 0
+    limit_train: int | None = None
+    limit_test: int | None = None
+    hflip: bool = False
+    random_crop: int = 0
+    trivial_augment: bool = False
+    random_erasing: float = 0.0
+    normalize: bool = True
+
+
+@dataclass
+class NeuronConfig:
+    """The spiking neuron put in every neuron site of the model."""
+
+    name: str = "MFPSN"
+    backend: Literal["torch", "cupy"] = "torch"
+    k: int = 16
+    dilations: Literal["sawtooth", "none"] | list[int] = "sawtooth"
+    sawtooth_period: int = 3
+    threshold: Literal["bn", "learnable"] = "bn"
+    quantize: bool = True
+    exp_init: bool = True
+    lambda_schedule: Literal["paper", "linear"] = "paper"
+    tau: float = 2.0
+    detach_reset: bool = True
+    soft_reset: bool = True
+    surrogate_alpha: float = 2.0
+
+
+@dataclass
+class ModelConfig:
+    """The network: a paper net or a SpikingJelly zoo builder (``module.function``)."""
+
+    name: str = "seq_mlp"
+    channels: int = 128
+    layers: int = 3
+    hidden: int = 256
+    dropout: float = 0.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer, learning-rate schedule and loss."""
+
+    name: Literal["sgd", "adamw", "adam"] = "adamw"
+    lr: float = 3e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: Literal["cosine", "none"] = "cosine"
+    warmup_epochs: int = 0
+    loss: Literal["ce", "tet"] = "ce"
+    tet_lambda: float = 1e-3
+    tet_means: float = 1.0
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    grad_clip: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Epochs, precision, compilation, logging and checkpointing."""
+
+    epochs: int = 40
+    amp: Literal["off", "fp16", "bf16"] = "off"
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
+    tensorboard: bool = True
+    progress: bool = True
+    plot: bool = True
+    max_batches: int | None = None
+
+
+@dataclass
+class ReferenceConfig:
+    """What the paper reported for this recipe (documentation only)."""
+
+    paper: str | None = None
+    table: str | None = None
+    accuracy: float | None = None
+    notes: str | None = None
+
+
+@dataclass
+class Config:
+    """A whole run."""
+
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    neuron: NeuronConfig = field(default_factory=NeuronConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (what ``config.yaml`` in a run folder holds)."""
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to floats)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+    elif origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin is list:
+        if isinstance(value, list):
+            return [_coerce(v, typing.get_args(tp)[0], key) for v in value]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}; fix it with --set {key}=...")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'the config'} must be a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), sorted(fields), n=1)
+            hint = f"did you mean '{prefix + '.' if prefix else ''}{near[0]}'? " if near else ""
+            raise ConfigError(
+                f"unknown config key '{dotted}'; {hint}known keys here: {', '.join(sorted(fields))}"
+            )
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value if value is not None else {}, dotted)
+        else:
+            kwargs[key] = _coerce(value, tp, dotted)
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "kwargs":
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turn ``optim.lr=1e-3`` into ``{"optim": {"lr": 0.001}}`` (the value is read as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like KEY=VALUE, e.g. optim.lr=1e-3")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{text}': the value is not valid YAML ({err})") from None
+    # YAML 1.1 reads "1e-3" as a string; accept it as the number the user meant.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            pass
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read one YAML mapping; a missing or malformed file is a :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist; pass an existing --config FILE")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys at top level")
+    return _fix_yaml_floats(raw)
+
+
+def _fix_yaml_floats(raw: Any) -> Any:
+    """PyYAML (YAML 1.1) reads ``1e-3`` as a string; turn such strings into floats."""
+    if isinstance(raw, dict):
+        return {k: _fix_yaml_floats(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_fix_yaml_floats(v) for v in raw]
+    if isinstance(raw, str) and ("e" in raw.lower()):
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Build a :class:`Config` from an optional YAML file and ``KEY=VALUE`` overrides."""
+    raw: dict[str, Any] = read_yaml(path) if path is not None else {}
+    for text in overrides:
+        raw = _deep_merge(raw, parse_override(text))
+    cfg = _build(Config, raw, "")
+    check_semantics(cfg)
+    return cfg
+
+
+def check_semantics(cfg: Config) -> None:
+    """Cross-field checks that a type annotation cannot express."""
+    d, n, m, o, t = cfg.data, cfg.neuron, cfg.model, cfg.optim, cfg.train
+    if d.dataset not in DATASETS:
+        raise ConfigError(
+            f"data.dataset: unknown data set '{d.dataset}'; choose one of {', '.join(DATASETS)}"
+        )
+    if n.name not in NEURONS:
+        near = difflib.get_close_matches(n.name, NEURONS, n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise ConfigError(
+            f"neuron.name: unknown neuron '{n.name}'{hint}; choose one of {', '.join(NEURONS)}"
+        )
+    if m.name not in PAPER_MODELS and m.name.split(".")[0] not in ZOO_MODULES:
+        raise ConfigError(
+            f"model.name: unknown model '{m.name}'; use a paper net ({', '.join(PAPER_MODELS)}) "
+            f"or a SpikingJelly zoo builder written module.function, module one of "
+            f"{', '.join(ZOO_MODULES)} (e.g. spiking_resnet.spiking_resnet18)"
+        )
+    positive = {
+        "data.T": d.T,
+        "data.batch_size": d.batch_size,
+        "neuron.k": n.k,
+        "neuron.sawtooth_period": n.sawtooth_period,
+        "model.channels": m.channels,
+        "model.layers": m.layers,
+        "model.hidden": m.hidden,
+        "train.epochs": t.epochs,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+    if not 0.0 < d.test_fraction < 1.0:
+        raise ConfigError(f"data.test_fraction must be in (0, 1), got {d.test_fraction}")
+    if o.lr <= 0:
+        raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
+    if not 0.0 <= o.label_smoothing < 1.0:
+        raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}")
+    if isinstance(n.dilations, list) and any(v < 1 for v in n.dilations):
+        raise ConfigError(f"neuron.dilations must be positive integers, got {n.dilations}")
+    if d.dataset in NEUROMORPHIC or d.dataset.startswith("cifar"):
+        if d.root is None:
+            raise ConfigError(
+                f"data.root is not set; {d.dataset} is read from a local folder: "
+                f"--set data.root=PATH (or --fake-data for a dry run on generated data)"
+            )
+    if d.dataset in ("digits", "shd") and d.mode == "static":
+        raise ConfigError(f"data.mode=static is for image data sets, not {d.dataset}")
+    if t.max_batches is not None and t.max_batches < 1:
+        raise ConfigError(f"train.max_batches must be >= 1 or null, got {t.max_batches}")
+
+
+def check_paths(cfg: Config) -> None:
+    """Check that the data set folder exists and holds something SpikingJelly can read."""
+    d = cfg.data
+    if d.root is None:
+        return
+    root = Path(d.root).expanduser()
+    if not root.is_dir():
+        raise ConfigError(
+            f"data.root: folder '{root}' does not exist; put the {d.dataset} data set there "
+            f"or point --set data.root=PATH at it (or use --fake-data for a dry run)"
+        )
+    if d.dataset in ("cifar10", "cifar100"):
+        sub = "cifar-10-batches-py" if d.dataset == "cifar10" else "cifar-100-python"
+        if not (root / sub).is_dir():
+            raise ConfigError(
+                f"data.root: '{root}' has no '{sub}' folder; extract the python version of "
+                f"{d.dataset.upper()} (from https://www.cs.toronto.edu/~kriz/cifar.html) there"
+            )
+    elif d.dataset in NEUROMORPHIC:
+        raw = "events_h5" if d.dataset == "shd" else "events_np"
+        if not any((root / sub).exists() for sub in (raw, "download", "extract")):
+            raise ConfigError(
+                f"data.root: '{root}' holds neither '{raw}' nor 'download'; place the "
+                f"{d.dataset} archives in '{root / 'download'}' (SpikingJelly converts them) "
+                f"- nothing is downloaded by this command"
+            )

@@ -1,0 +1,348 @@
+"""The training run: build everything from a :class:`Config`, train, evaluate, checkpoint, resume."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from spikingjelly.activation_based import functional
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from . import checkpoint as ckpt
+from .config import Config
+from .data import DataBundle, build_data, steps_of, to_time_major
+from .dist import DistInfo, ShardSampler, all_sum
+from .loss import loss_fn, mix_batch, readout
+from .models import build_model
+from .runlog import RunLog, plot_curves, summary_table
+
+
+class CrashForTest(RuntimeError):
+    """Raised by the hidden ``--crash-after-batches`` option (tests of resume)."""
+
+
+def pick_device(name: str, info: DistInfo) -> torch.device:
+    """``auto`` -> CUDA if present (one GPU per rank under torchrun), else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and info.enabled:
+        name = f"cuda:{info.local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def count_parameters(net: nn.Module) -> tuple[int, int]:
+    """(all parameters, trainable parameters)."""
+    params = list(net.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+class Trainer:
+    """One run. ``run()`` trains to the end; ``dry_run()`` does one batch and reports."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        device: torch.device,
+        info: DistInfo,
+        out: Path | None,
+        crash_after: int | None = None,
+    ) -> None:
+        self.cfg, self.device, self.info, self.out = cfg, device, info, out
+        self.crash_after = crash_after
+        self.batches_done = 0
+        ckpt.seed_everything(cfg.seed)
+        self.data: DataBundle = build_data(cfg)
+        self.T = steps_of(self.data, cfg.data)
+        self.model = build_model(cfg, self.data, self.T).to(device)
+        self._materialize()
+        self.train_loader, self.test_loader = self._loaders()
+        self.optimizer = self._optimizer()
+        self.scheduler = self._scheduler()
+        amp = cfg.train.amp if device.type == "cuda" else "off"
+        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+        self.lambda_schedule = self._lambda_schedule()
+        self.forward_model = self._wrap()
+        self.start_epoch, self.best_acc, self.best_epoch = 0, -1.0, -1
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ building
+    def _example(self) -> torch.Tensor:
+        x = torch.stack([self.data.train[i][0] for i in range(min(2, len(self.data.train)))])
+        return to_time_major(x, self.data.layout, self.T).to(self.device)
+
+    def _materialize(self) -> None:
+        import spikingjelly_psn
+
+        spikingjelly_psn.materialize(self.model, self._example())
+
+    def _loaders(self) -> tuple[DataLoader, DataLoader]:
+        d, info = self.cfg.data, self.info
+        self.train_sampler = DistributedSampler(
+            self.data.train, num_replicas=info.world, rank=info.rank, shuffle=True, seed=self.cfg.seed
+        )
+        pin = self.device.type == "cuda"
+        train = DataLoader(
+            self.data.train,
+            batch_size=d.batch_size,
+            sampler=self.train_sampler,
+            num_workers=d.num_workers,
+            pin_memory=pin,
+            drop_last=len(self.data.train) // info.world > d.batch_size,
+        )
+        test = DataLoader(
+            self.data.test,
+            batch_size=d.test_batch_size or d.batch_size,
+            sampler=ShardSampler(len(self.data.test), info),
+            num_workers=d.num_workers,
+            pin_memory=pin,
+        )
+        return train, test
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        params = self.model.parameters()
+        if o.name == "sgd":
+            return torch.optim.SGD(params, o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+        return cls(params, o.lr, weight_decay=o.weight_decay)
+
+    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        o, epochs = self.cfg.optim, self.cfg.train.epochs
+        warm = min(o.warmup_epochs, epochs - 1)
+
+        def factor(epoch: int) -> float:
+            if epoch < warm:
+                return (epoch + 1) / (warm + 1)
+            if o.scheduler == "none":
+                return 1.0
+            span = max(epochs - warm, 1)
+            return 0.5 * (1 + math.cos(math.pi * (epoch - warm) / span))
+
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+
+    def _lambda_schedule(self):
+        if self.cfg.neuron.name != "MaskedPSN":
+            return None
+        import spikingjelly_psn
+
+        return spikingjelly_psn.LambdaSchedule(self.cfg.train.epochs, self.cfg.neuron.lambda_schedule)
+
+    def _wrap(self) -> nn.Module:
+        net: nn.Module = self.model
+        if self.info.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        if self.cfg.train.compile != "off":
+            net = torch.compile(net, mode=self.cfg.train.compile)
+        return net
+
+    # ------------------------------------------------------------------ state
+    def state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": ckpt.rng_state(),
+            "best_acc": self.best_acc,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "config": self.cfg.to_dict(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint: weights, optimizer, schedule, scaler, RNG, epoch, λ."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = state["epoch"] + 1
+        self.best_acc, self.best_epoch = state["best_acc"], state["best_epoch"]
+        self.history = state["history"]
+        ckpt.set_rng_state(state["rng"])
+
+    # ------------------------------------------------------------------ steps
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        o = self.cfg.optim
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        xm, target = mix_batch(x, y, self.data.num_classes, o)
+        with self._autocast():
+            out = self.forward_model(to_time_major(xm, self.data.layout, self.T))
+            loss = loss_fn(out.float(), target, o, train=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if o.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        functional.reset_net(self.model)
+        correct = int((readout(out.detach()).argmax(1) == y).sum())
+        return float(loss.detach()) * y.shape[0], correct
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        self.train_sampler.set_epoch(epoch)
+        limit = self.cfg.train.max_batches
+        total = len(self.train_loader) if limit is None else min(limit, len(self.train_loader))
+        bar = self._bar(total, f"epoch {epoch + 1}/{self.cfg.train.epochs}")
+        loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+        for i, (x, y) in enumerate(self.train_loader):
+            if i >= total:
+                break
+            batch_loss, batch_correct = self._train_step(x, y)
+            loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(y)
+            self.batches_done += 1
+            if self.crash_after is not None and self.batches_done >= self.crash_after:
+                raise CrashForTest(f"stopped after {self.batches_done} batches (test option)")
+            if bar is not None:
+                rate = seen * self.info.world / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
+                                samples_s=f"{rate:.0f}")
+                bar.update()
+        if bar is not None:
+            bar.close()
+        elapsed = time.perf_counter() - t0
+        loss_sum, correct, seen = all_sum([loss_sum, correct, seen], self.info, self.device)
+        return {
+            "train_loss": loss_sum / max(seen, 1),
+            "train_acc": correct / max(seen, 1),
+            "samples_per_s": seen / max(elapsed, 1e-9),
+            "epoch_time_s": elapsed,
+        }
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        loss_sum, correct, seen = 0.0, 0, 0
+        limit = self.cfg.train.max_batches
+        for i, (x, y) in enumerate(self.test_loader):
+            if limit is not None and i >= limit:
+                break
+            x, y = x.to(self.device), y.to(self.device)
+            with self._autocast():
+                out = self.model(to_time_major(x, self.data.layout, self.T)).float()
+            functional.reset_net(self.model)
+            loss_sum += float(loss_fn(out, y, self.cfg.optim, train=False)) * len(y)
+            correct += int((readout(out).argmax(1) == y).sum())
+            seen += len(y)
+        loss_sum, correct, seen = all_sum([loss_sum, correct, seen], self.info, self.device)
+        return {"test_loss": loss_sum / max(seen, 1), "test_acc": correct / max(seen, 1)}
+
+    def _bar(self, total: int, desc: str):
+        if not (self.cfg.train.progress and self.info.is_main):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+    # ------------------------------------------------------------------ runs
+    def run(self) -> dict[str, Any]:
+        """Train from ``start_epoch`` to the end; returns the summary."""
+        cfg, main = self.cfg, self.info.is_main
+        log = RunLog(self.out, self.history, cfg.train.tensorboard) if main else None
+        t_start = time.perf_counter()
+        for epoch in range(self.start_epoch, cfg.train.epochs):
+            lam = self.lambda_schedule.apply(self.model, epoch) if self.lambda_schedule else None
+            lr = self.optimizer.param_groups[0]["lr"]
+            row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch)}
+            row.update(self.evaluate())
+            row["lr"] = lr
+            if lam is not None:
+                row["lambda"] = lam
+            self.scheduler.step()
+            self.history.append(row)
+            improved = row["test_acc"] > self.best_acc
+            if improved:
+                self.best_acc, self.best_epoch = row["test_acc"], epoch + 1
+            if main:
+                state = self.state(epoch)
+                ckpt.save_atomic(state, self.out / "last.pt")
+                if improved:
+                    ckpt.save_atomic(state, self.out / "best.pt")
+                log.log(row)
+                print(self._epoch_line(row), flush=True)
+        elapsed = time.perf_counter() - t_start
+        summary = self._summary(elapsed)
+        if main:
+            log.close()
+            if cfg.train.plot and self.history:
+                plot_curves(self.history, self.out / "learning_curve.png")
+            print(summary_table(summary["rows"]), flush=True)
+            print(f"test accuracy: {100 * summary['final_acc']:.2f}%", flush=True)
+        return summary
+
+    def _epoch_line(self, row: dict[str, Any]) -> str:
+        lam = f"  lambda {row['lambda']:.3f}" if "lambda" in row else ""
+        return (
+            f"epoch {row['epoch']:>3}/{self.cfg.train.epochs}  "
+            f"train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:6.2f}%  "
+            f"test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:6.2f}%  "
+            f"{row['samples_per_s']:.0f} samples/s  {row['epoch_time_s']:.1f}s{lam}"
+        )
+
+    def _summary(self, elapsed: float) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        total, _ = count_parameters(self.model)
+        rows = [
+            ("run", f"{self.cfg.name} ({self.out})"),
+            ("model / neuron", f"{self.cfg.model.name} / {self.cfg.neuron.name}"),
+            ("data", f"{self.cfg.data.dataset}, T={self.T}, "
+                     f"{len(self.data.train)} train / {len(self.data.test)} test"),
+            ("parameters", f"{total:,}"),
+            ("epochs", str(len(self.history))),
+            ("final test accuracy", f"{100 * last.get('test_acc', 0.0):.2f}%"),
+            ("best test accuracy", f"{100 * max(self.best_acc, 0.0):.2f}% (epoch {self.best_epoch})"),
+            ("wall time (this session)", f"{elapsed:.1f}s"),
+            ("device", f"{self.device} x{self.info.world}"),
+        ]
+        if self.cfg.reference.accuracy is not None:
+            ref = self.cfg.reference
+            rows.append(("paper reports", f"{ref.accuracy}% ({ref.paper}, {ref.table})"))
+        return {"rows": rows, "final_acc": last.get("test_acc", 0.0), "best_acc": self.best_acc,
+                "time_s": elapsed}
+
+    def dry_run(self) -> None:
+        """One training batch and one evaluation batch; print the model and its sizes."""
+        total, trainable = count_parameters(self.model)
+        print(self.model)
+        print(f"parameters: {total:,} ({trainable:,} trainable)")
+        print(f"data: {self.cfg.data.dataset} layout={self.data.layout} T={self.T} "
+              f"classes={self.data.num_classes} train={len(self.data.train)} "
+              f"test={len(self.data.test)}")
+        if self.lambda_schedule is not None:
+            self.lambda_schedule.apply(self.model, 0)
+        self.model.train()
+        x, y = next(iter(self.train_loader))
+        t0 = time.perf_counter()
+        loss, _ = self._train_step(x, y)
+        t1 = time.perf_counter()
+        self.model.eval()
+        with torch.no_grad():
+            out = self.model(to_time_major(x.to(self.device), self.data.layout, self.T))
+        functional.reset_net(self.model)
+        print(f"one batch: input {list(x.shape)} -> output {list(out.shape)}, "
+              f"loss {loss / len(y):.4f}, train step {t1 - t0:.2f}s")
+        print("dry run OK")
+
+
+def save_config(cfg: Config, out: Path) -> None:
+    """The resolved config beside the run's outputs (what ``--resume`` reads back)."""
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
