@@ -10,7 +10,7 @@ from spikingjelly.activation_based import functional
 from spikingjelly.activation_based import neuron as sj_neuron
 
 import spikingjelly_psn
-from spikingjelly_psn import MFPSN, MaskedPSN, PSN, SlidingPSN, set_backend
+from spikingjelly_psn import MFPSN, PSN, MaskedPSN, SlidingPSN, set_backend
 from spikingjelly_psn import backend as backend_module
 
 ALL = [lambda: PSN(4), lambda: MaskedPSN(2, 4), lambda: SlidingPSN(2), lambda: MFPSN(2)]
@@ -54,7 +54,9 @@ def test_set_backend_sets_supported_and_warns_for_the_rest(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING):
         set_backend(net, "cupy")
     assert [m.backend for m in net[:2]] == ["cupy", "cupy"]
-    assert sliding.backend == "torch" and "SlidingPSN does not support backend='cupy'" in caplog.text
+    assert (
+        sliding.backend == "torch" and "SlidingPSN does not support backend='cupy'" in caplog.text
+    )
     set_backend(net, "torch", instance=PSN)
     assert net[0].backend == "torch" and net[1].backend == "cupy"
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from spikingjelly_psn import MFPSN, MaskedPSN, PSN, SlidingPSN
+from spikingjelly_psn import MFPSN, PSN, MaskedPSN, SlidingPSN
 
 
 def test_wrong_number_of_time_steps():
@@ -74,7 +74,13 @@ def test_history_shape_mismatch_without_reset():
 
 @pytest.mark.parametrize(
     "neuron",
-    [PSN(3), MaskedPSN(2, 3, 0.5), MaskedPSN(2, 3, 1.0), SlidingPSN(2), MFPSN(2, channels=2).eval()],
+    [
+        PSN(3),
+        MaskedPSN(2, 3, 0.5),
+        MaskedPSN(2, 3, 1.0),
+        SlidingPSN(2),
+        MFPSN(2, channels=2).eval(),
+    ],
 )
 def test_nan_input_gives_no_spike_and_no_crash(neuron):
     """Documented: Θ(NaN) is 0 (a comparison with NaN is false); gradients carry the NaN."""

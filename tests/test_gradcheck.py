@@ -4,7 +4,7 @@ import pytest
 import torch
 from spikingjelly.activation_based import surrogate
 
-from spikingjelly_psn import MFPSN, MaskedPSN, PSN, SlidingPSN
+from spikingjelly_psn import MFPSN, PSN, MaskedPSN, SlidingPSN
 from spikingjelly_psn.ops import reference
 
 SMOOTH = [surrogate.ATan(spiking=False), surrogate.Sigmoid(spiking=False)]
@@ -32,7 +32,10 @@ def test_causal_conv_fire_with_history(sg, k, dilation, channels):
     b = torch.randn(channels, dtype=torch.float64, requires_grad=True)
     _check(
         lambda x, w, b, h: reference.causal_conv_fire(x, w, b, dilation, sg, h if lag else None),
-        x, w, b, hist,
+        x,
+        w,
+        b,
+        hist,
     )
 
 
@@ -50,7 +53,9 @@ def test_conv_channel_stats():
         lambda sg: MaskedPSN(2, 4, lambda_init=1.0, surrogate_function=sg),
         lambda sg: SlidingPSN(3, exp_init=False, surrogate_function=sg),
         lambda sg: MFPSN(2, dilation=2, channels=3, quantize=False, surrogate_function=sg),
-        lambda sg: MFPSN(3, channels=3, threshold="learnable", quantize=False, surrogate_function=sg),
+        lambda sg: MFPSN(
+            3, channels=3, threshold="learnable", quantize=False, surrogate_function=sg
+        ),
     ],
 )
 def test_neurons(make):

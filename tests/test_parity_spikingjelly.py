@@ -5,7 +5,7 @@ import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate
 
-from spikingjelly_psn import MaskedPSN, PSN, SlidingPSN
+from spikingjelly_psn import PSN, MaskedPSN, SlidingPSN
 
 SHAPES = [(4, 2), (8, 3, 5), (16, 2, 3, 4, 4), (1, 7), (5, 1, 1, 9)]
 

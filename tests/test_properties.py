@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spikingjelly.activation_based import functional, surrogate
 
-from spikingjelly_psn import MFPSN, MaskedPSN, PSN, SlidingPSN
+from spikingjelly_psn import MFPSN, PSN, MaskedPSN, SlidingPSN
 from spikingjelly_psn.ops import reference
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -37,7 +37,9 @@ def test_reference_conv_equals_toeplitz(T, B, C, S, k, dilation, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(T, B, C, S, generator=g, dtype=torch.float64)
     w = torch.randn(C, k, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(reference.causal_conv_charge(x, w, dilation), toeplitz_charge(x, w, dilation))
+    torch.testing.assert_close(
+        reference.causal_conv_charge(x, w, dilation), toeplitz_charge(x, w, dilation)
+    )
 
 
 @SETTINGS

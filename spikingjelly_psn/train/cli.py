@@ -20,17 +20,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a spiking network with PSN-family neurons from a YAML recipe. "
         "With no argument: MFPSN on scikit-learn's handwritten digits, one pixel per step.",
     )
-    p.add_argument("--config", metavar="FILE", help="YAML recipe (default: the embedded digits run)")
-    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
-                   metavar="KEY=VALUE", help="dotted overrides, e.g. --set optim.lr=1e-3 neuron.k=8")
-    p.add_argument("--dry-run", action="store_true",
-                   help="validate, build model and data, run one batch, print the model; no files")
+    p.add_argument(
+        "--config", metavar="FILE", help="YAML recipe (default: the embedded digits run)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted overrides, e.g. --set optim.lr=1e-3 neuron.k=8",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate, build model and data, run one batch, print the model; no files",
+    )
     p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/NAME-TIMESTAMP)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--seed", type=int, help="random seed (overrides the config's seed)")
-    p.add_argument("--fake-data", action="store_true",
-                   help="generate a tiny fake copy of the data set in a temporary folder and use it")
+    p.add_argument(
+        "--fake-data",
+        action="store_true",
+        help="generate a tiny fake copy of the data set in a temporary folder and use it",
+    )
     p.add_argument("--crash-after-batches", type=int, help=argparse.SUPPRESS)
     return p
 
@@ -106,7 +121,9 @@ def _execute(cfg: Config, args: argparse.Namespace) -> int:
         else:
             out = Path(args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
             if (out / "last.pt").exists():
-                raise ConfigError(f"--out {out} already holds a run; use --resume {out} or a new --out")
+                raise ConfigError(
+                    f"--out {out} already holds a run; use --resume {out} or a new --out"
+                )
         trainer = Trainer(cfg, device, info, out, crash_after=args.crash_after_batches)
         if args.resume:
             trainer.load_state(ckpt.load(out / "last.pt"))

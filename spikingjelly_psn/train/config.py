@@ -159,6 +159,14 @@ def _type_name(tp: Any) -> str:
     )
 
 
+_SCALAR_CHECKS = {
+    type(None): lambda v: v is None,
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it (ints widen to floats)."""
     origin = typing.get_origin(tp)
@@ -177,21 +185,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif origin is dict:
         if isinstance(value, dict):
             return dict(value)
-    elif tp is type(None):
-        if value is None:
-            return None
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
+    elif _SCALAR_CHECKS.get(tp, lambda v: False)(value):
+        return value
     raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}; fix it with --set {key}=...")
 
 
@@ -239,12 +237,7 @@ def parse_override(text: str) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(f"override '{text}': the value is not valid YAML ({err})") from None
-    # YAML 1.1 reads "1e-3" as a string; accept it as the number the user meant.
-    if isinstance(value, str):
-        try:
-            value = float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            pass
+    value = _fix_yaml_floats(value)
     out: dict[str, Any] = {}
     node = out
     parts = key.split(".")
@@ -334,12 +327,6 @@ def check_semantics(cfg: Config) -> None:
         raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}")
     if isinstance(n.dilations, list) and any(v < 1 for v in n.dilations):
         raise ConfigError(f"neuron.dilations must be positive integers, got {n.dilations}")
-    if d.dataset in NEUROMORPHIC or d.dataset.startswith("cifar"):
-        if d.root is None:
-            raise ConfigError(
-                f"data.root is not set; {d.dataset} is read from a local folder: "
-                f"--set data.root=PATH (or --fake-data for a dry run on generated data)"
-            )
     if d.dataset in ("digits", "shd") and d.mode == "static":
         raise ConfigError(f"data.mode=static is for image data sets, not {d.dataset}")
     if t.max_batches is not None and t.max_batches < 1:
@@ -349,8 +336,13 @@ def check_semantics(cfg: Config) -> None:
 def check_paths(cfg: Config) -> None:
     """Check that the data set folder exists and holds something SpikingJelly can read."""
     d = cfg.data
-    if d.root is None:
+    if d.dataset == "digits":
         return
+    if d.root is None:
+        raise ConfigError(
+            f"data.root is not set; {d.dataset} is read from a local folder: "
+            f"--set data.root=PATH (or --fake-data for a dry run on generated data)"
+        )
     root = Path(d.root).expanduser()
     if not root.is_dir():
         raise ConfigError(

@@ -172,7 +172,7 @@ def _natural_key(path: str) -> tuple:
 def _per_class_split(ds, test_fraction: float) -> tuple[list[int], list[int]]:
     """Fixed split: the first ``test_fraction`` of each class (natural file order) is test."""
     by_class: dict[int, list[int]] = {}
-    for i, (path, label) in enumerate(ds.samples):
+    for i, (_, label) in enumerate(ds.samples):
         by_class.setdefault(label, []).append(i)
     train, test = [], []
     for idx in by_class.values():

@@ -91,9 +91,7 @@ class CIFAR10DVSVGG(nn.Sequential):
                 mods.append(layer.AvgPool2d(2))
                 size //= 2
                 continue
-            mods += _conv_bn_sn(
-                layer.Conv2d(cin, v, 3, padding=1), layer.BatchNorm2d(v), maker
-            )
+            mods += _conv_bn_sn(layer.Conv2d(cin, v, 3, padding=1), layer.BatchNorm2d(v), maker)
             cin = v
         mods += [layer.Flatten(), layer.Dropout(p), layer.Linear(cin * size * size, classes)]
         super().__init__(*mods)

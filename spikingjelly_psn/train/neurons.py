@@ -38,7 +38,10 @@ class NeuronMaker:
     def __call__(self, **extra) -> nn.Module:
         from spikingjelly.activation_based import surrogate
 
-        kwargs = {**self.kwargs, "surrogate_function": surrogate.ATan(alpha=self.cfg.surrogate_alpha)}
+        kwargs = {
+            **self.kwargs,
+            "surrogate_function": surrogate.ATan(alpha=self.cfg.surrogate_alpha),
+        }
         if self.cfg.name == "MFPSN":
             kwargs["dilation"] = self.dilation(self.count)
         step_mode = extra.pop("step_mode", "m")

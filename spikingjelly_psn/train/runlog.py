@@ -21,7 +21,7 @@ class RunLog:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=len(self.history))
+            self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=len(self.history) + 1)
 
     def log(self, row: dict[str, Any]) -> None:
         """Append one epoch's metrics."""

@@ -69,6 +69,8 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
         amp = cfg.train.amp if device.type == "cuda" else "off"
+        if amp != cfg.train.amp and info.is_main:
+            print(f"note: train.amp={cfg.train.amp} applies on CUDA only; running fp32 on {device}")
         self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
         self.lambda_schedule = self._lambda_schedule()
@@ -89,7 +91,11 @@ class Trainer:
     def _loaders(self) -> tuple[DataLoader, DataLoader]:
         d, info = self.cfg.data, self.info
         self.train_sampler = DistributedSampler(
-            self.data.train, num_replicas=info.world, rank=info.rank, shuffle=True, seed=self.cfg.seed
+            self.data.train,
+            num_replicas=info.world,
+            rank=info.rank,
+            shuffle=True,
+            seed=self.cfg.seed,
         )
         pin = self.device.type == "cuda"
         train = DataLoader(
@@ -136,7 +142,9 @@ class Trainer:
             return None
         import spikingjelly_psn
 
-        return spikingjelly_psn.LambdaSchedule(self.cfg.train.epochs, self.cfg.neuron.lambda_schedule)
+        return spikingjelly_psn.LambdaSchedule(
+            self.cfg.train.epochs, self.cfg.neuron.lambda_schedule
+        )
 
     def _wrap(self) -> nn.Module:
         net: nn.Module = self.model
@@ -214,8 +222,11 @@ class Trainer:
                 raise CrashForTest(f"stopped after {self.batches_done} batches (test option)")
             if bar is not None:
                 rate = seen * self.info.world / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
-                                samples_s=f"{rate:.0f}")
+                bar.set_postfix(
+                    loss=f"{loss_sum / seen:.4f}",
+                    acc=f"{correct / seen:.4f}",
+                    samples_s=f"{rate:.0f}",
+                )
                 bar.update()
         if bar is not None:
             bar.close()
@@ -304,29 +315,41 @@ class Trainer:
         rows = [
             ("run", f"{self.cfg.name} ({self.out})"),
             ("model / neuron", f"{self.cfg.model.name} / {self.cfg.neuron.name}"),
-            ("data", f"{self.cfg.data.dataset}, T={self.T}, "
-                     f"{len(self.data.train)} train / {len(self.data.test)} test"),
+            (
+                "data",
+                f"{self.cfg.data.dataset}, T={self.T}, "
+                f"{len(self.data.train)} train / {len(self.data.test)} test",
+            ),
             ("parameters", f"{total:,}"),
             ("epochs", str(len(self.history))),
             ("final test accuracy", f"{100 * last.get('test_acc', 0.0):.2f}%"),
-            ("best test accuracy", f"{100 * max(self.best_acc, 0.0):.2f}% (epoch {self.best_epoch})"),
+            (
+                "best test accuracy",
+                f"{100 * max(self.best_acc, 0.0):.2f}% (epoch {self.best_epoch})",
+            ),
             ("wall time (this session)", f"{elapsed:.1f}s"),
             ("device", f"{self.device} x{self.info.world}"),
         ]
         if self.cfg.reference.accuracy is not None:
             ref = self.cfg.reference
             rows.append(("paper reports", f"{ref.accuracy}% ({ref.paper}, {ref.table})"))
-        return {"rows": rows, "final_acc": last.get("test_acc", 0.0), "best_acc": self.best_acc,
-                "time_s": elapsed}
+        return {
+            "rows": rows,
+            "final_acc": last.get("test_acc", 0.0),
+            "best_acc": self.best_acc,
+            "time_s": elapsed,
+        }
 
     def dry_run(self) -> None:
         """One training batch and one evaluation batch; print the model and its sizes."""
         total, trainable = count_parameters(self.model)
         print(self.model)
         print(f"parameters: {total:,} ({trainable:,} trainable)")
-        print(f"data: {self.cfg.data.dataset} layout={self.data.layout} T={self.T} "
-              f"classes={self.data.num_classes} train={len(self.data.train)} "
-              f"test={len(self.data.test)}")
+        print(
+            f"data: {self.cfg.data.dataset} layout={self.data.layout} T={self.T} "
+            f"classes={self.data.num_classes} train={len(self.data.train)} "
+            f"test={len(self.data.test)}"
+        )
         if self.lambda_schedule is not None:
             self.lambda_schedule.apply(self.model, 0)
         self.model.train()
@@ -338,8 +361,10 @@ class Trainer:
         with torch.no_grad():
             out = self.model(to_time_major(x.to(self.device), self.data.layout, self.T))
         functional.reset_net(self.model)
-        print(f"one batch: input {list(x.shape)} -> output {list(out.shape)}, "
-              f"loss {loss / len(y):.4f}, train step {t1 - t0:.2f}s")
+        print(
+            f"one batch: input {list(x.shape)} -> output {list(out.shape)}, "
+            f"loss {loss / len(y):.4f}, train step {t1 - t0:.2f}s"
+        )
         print("dry run OK")
 
 

@@ -1,0 +1,84 @@
+"""Config loading, dotted overrides and the one-message validation of `spikingjelly-psn train`."""
+
+from __future__ import annotations
+
+import pytest
+
+from spikingjelly_psn.train.cli import main
+from spikingjelly_psn.train.config import ConfigError, check_paths, load_config, parse_override
+
+
+def test_override_parses_yaml_values_and_nests():
+    assert parse_override("optim.lr=1e-3") == {"optim": {"lr": 1e-3}}
+    assert parse_override("neuron.dilations=[1, 2, 4]") == {"neuron": {"dilations": [1, 2, 4]}}
+    assert parse_override("train.amp=bf16") == {"train": {"amp": "bf16"}}
+
+
+def test_overrides_apply_and_ints_widen_to_floats():
+    cfg = load_config(None, ["optim.lr=1", "neuron.k=8", "neuron.name=SlidingPSN"])
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    assert cfg.neuron.k == 8 and cfg.neuron.name == "SlidingPSN"
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        (["optim.lrr=0.1"], "unknown config key 'optim.lrr'; did you mean 'optim.lr'"),
+        (["optim.lr=fast"], "optim.lr must be a number, got 'fast'"),
+        (["neuron.k=2.5"], "neuron.k must be an integer"),
+        (["neuron.name=LIF"], "neuron.name: unknown neuron 'LIF' (did you mean 'LIFNode'?)"),
+        (["model.name=resnet18"], "model.name: unknown model 'resnet18'"),
+        (["train.amp=fp8"], "train.amp must be 'off' or 'fp16' or 'bf16'"),
+        (["optim=3"], "optim must be a mapping"),
+    ],
+)
+def test_invalid_configs_give_one_message_naming_the_key(override, needle):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, override)
+    assert needle in str(err.value)
+
+
+def test_missing_dataset_folder_names_the_path(tmp_path):
+    with pytest.raises(ConfigError, match="data.root is not set"):
+        check_paths(load_config(None, ["data.dataset=cifar10"]))
+    missing = tmp_path / "nowhere"
+    cfg = load_config(None, ["data.dataset=cifar10dvs", f"data.root={missing}"])
+    with pytest.raises(ConfigError, match="data.root: folder .*nowhere' does not exist"):
+        check_paths(cfg)
+    cfg = load_config(None, ["data.dataset=cifar10", f"data.root={tmp_path}"])
+    with pytest.raises(ConfigError, match="no 'cifar-10-batches-py' folder"):
+        check_paths(cfg)
+
+
+def test_unknown_zoo_builder_lists_choices():
+    from spikingjelly_psn.train.data import build_data
+    from spikingjelly_psn.train.models import build_model
+
+    cfg = load_config(None, ["model.name=spiking_resnet.resnet_nope"])
+    bundle = build_data(load_config(None, ["data.limit_train=4", "data.limit_test=4"]))
+    bundle.sample_shape = (3, 32, 32)
+    with pytest.raises(ConfigError, match="spiking_resnet.spiking_resnet18"):
+        build_model(cfg, bundle, 4)
+
+
+def test_cli_reports_config_errors_with_exit_status_2(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  datset: digits\n")
+    assert main(["--config", str(bad), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'data.datset'; did you mean 'data.dataset'" in err
+    assert err.count("\n") == 1
+    assert main(["--config", str(tmp_path / "none.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["--set", "neuron.name=Foo", "--dry-run"]) == 2
+    assert "unknown neuron 'Foo'" in capsys.readouterr().err
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--config", "--set", "--dry-run", "--resume", "--out", "--device", "--seed"):
+        assert option in text
+    assert "--crash-after-batches" not in text

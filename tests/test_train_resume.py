@@ -1,0 +1,83 @@
+"""A run killed mid-epoch and resumed ends with the same weights as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from spikingjelly_psn.train.cli import main
+from spikingjelly_psn.train.trainer import CrashForTest
+
+TINY = [
+    "data.limit_train=48",
+    "data.limit_test=16",
+    "data.batch_size=16",
+    "model.channels=8",
+    "model.layers=2",
+    "train.epochs=3",
+    "train.progress=false",
+    "optim.mixup_alpha=0.2",
+    "optim.label_smoothing=0.1",
+]
+
+
+def _weights(run):
+    return torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+
+
+@pytest.mark.parametrize("neuron", ["MFPSN", "MaskedPSN"])
+def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, neuron):
+    args = ["--set", *TINY, f"neuron.name={neuron}", "neuron.k=2", "--seed", "3"]
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    # 3 batches per epoch: stop in the middle of the second epoch.
+    with pytest.raises(CrashForTest):
+        main([*args, "--out", str(tmp_path / "cut"), "--crash-after-batches", "5"])
+    assert _weights(tmp_path / "cut")["epoch"] == 0
+    assert main(["--resume", str(tmp_path / "cut")]) == 0
+
+    full, cut = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert cut["epoch"] == full["epoch"] == 2
+    assert full["model"].keys() == cut["model"].keys()
+    for key, value in full["model"].items():
+        assert torch.equal(value, cut["model"][key]), key
+    assert full["optimizer"]["state"].keys() == cut["optimizer"]["state"].keys()
+    for pid, state in full["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(
+                torch.as_tensor(value), torch.as_tensor(cut["optimizer"]["state"][pid][name])
+            )
+    rows = [
+        json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    if neuron == "MaskedPSN":
+        assert [r["lambda"] for r in rows] == [0.0, 1.0, 1.0]
+        lambdas = [v for k, v in cut["model"].items() if k.endswith("_lambda_")]
+        assert lambdas and all(float(v) == 1.0 for v in lambdas)
+
+
+def test_run_folder_holds_every_artifact(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--set", *TINY, "train.epochs=1", "neuron.k=2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy:" in printed and "best test accuracy" in printed
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "learning_curve.png"):
+        assert (out / name).is_file(), name
+    assert any((out / "tensorboard").iterdir())
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+    assert main(["--set", *TINY, "--out", str(out)]) == 2  # refuses to overwrite a run
+
+
+def test_resume_rejects_new_settings(tmp_path, capsys):
+    assert main(["--resume", str(tmp_path), "--set", "optim.lr=1"]) == 2
+    assert main(["--resume", str(tmp_path)]) == 2
+    assert "no last.pt and config.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compiled_model_trains(tmp_path):
+    args = ["--set", *TINY, "train.epochs=1", "neuron.k=2", "train.compile=default"]
+    assert main([*args, "--out", str(tmp_path / "run"), "--device", "cpu"]) == 0
+    assert _weights(tmp_path / "run")["epoch"] == 0
