@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _execute(cfg: Config, args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt
-    from .dist import init_distributed, shutdown
+    from .dist import init_distributed, shutdown, wait_for_all
     from .trainer import Trainer, pick_device, save_config
 
     _quiet_spikingjelly_logs()
@@ -133,6 +133,7 @@ def _execute(cfg: Config, args: argparse.Namespace) -> int:
             out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, out)
         trainer.run()
+        wait_for_all(info)  # a rank that tears gloo down while another still talks aborts
         return 0
     finally:
         shutdown(info)

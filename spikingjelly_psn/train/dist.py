@@ -39,6 +39,12 @@ def init_distributed(device: str) -> DistInfo:
     return info
 
 
+def wait_for_all(info: DistInfo) -> None:
+    """Block until every rank gets here (rank 0 may still be writing checkpoints and plots)."""
+    if info.enabled and tdist.is_initialized():
+        tdist.barrier()
+
+
 def shutdown(info: DistInfo) -> None:
     if info.enabled and tdist.is_initialized():
         tdist.destroy_process_group()
