@@ -42,13 +42,9 @@ def test_reference_conv_equals_toeplitz(T, B, C, S, k, dilation, seed):
     )
 
 
-@SETTINGS
-@given(T=st.integers(1, 10), k=st.integers(1, 10), data=st.data())
-def test_masked_psn_chunks_and_single_steps(T, k, data):
-    k = min(k, T)
-    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, T - 1)), max_size=3)))
-    neuron = MaskedPSN(k, T, lambda_init=1.0, surrogate_function=SMOOTH).double()
-    x = torch.randn(T, 2, 3, dtype=torch.float64)
+def one_call_chunks_steps(neuron, x, cuts):
+    """The outputs of one call, of the chunks between ``cuts``, and of single steps."""
+    T = x.shape[0]
     full = neuron(x)
     functional.reset_net(neuron)
     bounds = [0, *[c for c in cuts if c < T], T]
@@ -56,6 +52,18 @@ def test_masked_psn_chunks_and_single_steps(T, k, data):
     functional.reset_net(neuron)
     neuron.step_mode = "s"
     steps = torch.stack([neuron(x[t]) for t in range(T)])
+    return full, chunks, steps
+
+
+@SETTINGS
+@given(T=st.integers(1, 10), k=st.integers(1, 10), data=st.data())
+def test_masked_psn_chunks_and_single_steps(T, k, data):
+    k = min(k, T)
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, T - 1)), max_size=3)))
+    neuron = MaskedPSN(k, T, lambda_init=1.0, surrogate_function=SMOOTH).double()
+    full, chunks, steps = one_call_chunks_steps(
+        neuron, torch.randn(T, 2, 3, dtype=torch.float64), cuts
+    )
     torch.testing.assert_close(chunks, full)
     torch.testing.assert_close(steps, full)
 
@@ -65,14 +73,7 @@ def test_masked_psn_chunks_and_single_steps(T, k, data):
 def test_sliding_psn_chunks_and_single_steps_bitwise(T, k, data):
     cuts = sorted(data.draw(st.sets(st.integers(1, max(1, T - 1)), max_size=3)))
     neuron = SlidingPSN(k, exp_init=data.draw(st.booleans()))
-    x = torch.randn(T, 3, 2, 2)
-    full = neuron(x)
-    functional.reset_net(neuron)
-    bounds = [0, *[c for c in cuts if c < T], T]
-    chunks = torch.cat([neuron(x[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a])
-    functional.reset_net(neuron)
-    neuron.step_mode = "s"
-    steps = torch.stack([neuron(x[t]) for t in range(T)])
+    full, chunks, steps = one_call_chunks_steps(neuron, torch.randn(T, 3, 2, 2), cuts)
     assert torch.equal(chunks, full)
     assert torch.equal(steps, full)
 

@@ -33,6 +33,19 @@ class SeqMLP(nn.Sequential):
         super().__init__(*mods, layer.Linear(channels, classes))
 
 
+def _two_conv_stages(conv, norm, pool, cin: int, channels: int, maker) -> list[nn.Module]:
+    """``{{c<channels>k3s1-BN-SN}*3-APk2s2}*2``, the feature stages of the PSN paper's nets."""
+    mods: list[nn.Module] = []
+    for _ in range(2):
+        for _ in range(3):
+            mods += _conv_bn_sn(
+                conv(cin, channels, 3, padding=1, bias=False), norm(channels), maker
+            )
+            cin = channels
+        mods.append(pool(2))
+    return mods
+
+
 class SeqCIFARNet(nn.Sequential):
     """The PSN paper's sequential-CIFAR net: ``{{c128k3s1-BN-SN}*3-APk2s2}*2-FC256-SN-FC``.
 
@@ -40,17 +53,9 @@ class SeqCIFARNet(nn.Sequential):
     """
 
     def __init__(self, classes: int, channels: int, hidden: int, maker, in_channels: int = 3):
-        mods: list[nn.Module] = []
-        cin = in_channels
-        for _ in range(2):
-            for _ in range(3):
-                mods += _conv_bn_sn(
-                    layer.Conv1d(cin, channels, 3, padding=1, bias=False),
-                    layer.BatchNorm1d(channels),
-                    maker,
-                )
-                cin = channels
-            mods.append(layer.AvgPool1d(2))
+        mods = _two_conv_stages(
+            layer.Conv1d, layer.BatchNorm1d, layer.AvgPool1d, in_channels, channels, maker
+        )
         mods += [layer.Flatten(), layer.Linear(channels * 8, hidden), maker()]
         super().__init__(*mods, layer.Linear(hidden, classes))
 
@@ -59,17 +64,9 @@ class CIFAR10CSNN(nn.Sequential):
     """The PSN paper's CIFAR10 net: ``{{c256k3-BN-SN}*3-AP2}*2-FC4096-SN-FC10`` on 32x32 input."""
 
     def __init__(self, classes: int, channels: int, hidden: int, maker, in_channels: int = 3):
-        mods: list[nn.Module] = []
-        cin = in_channels
-        for _ in range(2):
-            for _ in range(3):
-                mods += _conv_bn_sn(
-                    layer.Conv2d(cin, channels, 3, padding=1, bias=False),
-                    layer.BatchNorm2d(channels),
-                    maker,
-                )
-                cin = channels
-            mods.append(layer.AvgPool2d(2))
+        mods = _two_conv_stages(
+            layer.Conv2d, layer.BatchNorm2d, layer.AvgPool2d, in_channels, channels, maker
+        )
         mods += [layer.Flatten(), layer.Linear(channels * 8 * 8, hidden), maker()]
         super().__init__(*mods, layer.Linear(hidden, classes))
 
