@@ -32,3 +32,20 @@ def test_bad_schedules():
         LambdaSchedule(10, "cosine")
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         LambdaSchedule(0)
+
+
+def test_lambda_ramp_does_not_recompile_a_compiled_model_per_value():
+    """The forward reads λ from the buffer and branches only on 'causal yet'."""
+    neuron = MaskedPSN(2, 4)
+    graphs = []
+
+    def count_graphs(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    compiled = torch.compile(neuron, backend=count_graphs)
+    x = torch.randn(4, 3)
+    for epoch in range(12):
+        LambdaSchedule(12, "linear").apply(neuron, epoch)
+        assert torch.equal(compiled(x), neuron(x))
+    assert len(graphs) == 2  # λ < 1 and λ = 1

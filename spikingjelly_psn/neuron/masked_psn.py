@@ -45,7 +45,7 @@ class MaskedPSN(PSNFamilyMixin, base.MemoryModule):
         self.register_memory("time_step", 0)
         self.register_memory("history", None)
         self.register_buffer("_lambda_", torch.as_tensor(float(lambda_init)))
-        self._lambda_value = float(lambda_init)
+        self._set_lambda_cache(float(lambda_init))
         init_dense_parameters(self, T, v_threshold)
         mask1 = torch.ones([T, T])
         self.register_buffer("mask0", torch.tril(mask1) * torch.triu(mask1, -(k - 1)))
@@ -59,17 +59,25 @@ class MaskedPSN(PSNFamilyMixin, base.MemoryModule):
 
     @lambda_.setter
     def lambda_(self, value: float) -> None:
-        value = float(value)
+        self._set_lambda_cache(float(value))
+        self._lambda_.fill_(float(value))
+
+    def _set_lambda_cache(self, value: float) -> None:
+        """Host-side copies of λ: the value for reading, and whether the neuron is causal.
+
+        The forward branches on ``_causal`` only and reads λ from the buffer, so neither a host
+        sync nor a ``torch.compile`` recompilation per λ value of the ramp is needed.
+        """
         self._lambda_value = value
-        self._lambda_.fill_(value)
+        self._causal = value >= 1.0
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._lambda_value = float(self._lambda_)
+        self._set_lambda_cache(float(self._lambda_))
 
     def masked_weight(self) -> torch.Tensor:
         """``W ⊙ M_k(λ)``, computed as SpikingJelly does so results match bit for bit."""
-        if self._lambda_value >= 1.0:
+        if self._causal:
             return self.weight * self.mask0
         lam = self._lambda_
         return (lam * self.mask0 + (1.0 - lam) * self.mask1) * self.weight
@@ -99,7 +107,7 @@ class MaskedPSN(PSNFamilyMixin, base.MemoryModule):
 
     def _check_partial(self, time_step: int, steps: int, single: bool) -> None:
         what = "single-step mode" if single else f"a {steps}-step chunk (T={self.T})"
-        if self._lambda_value < 1.0:
+        if not self._causal:
             raise ValueError(
                 f"MaskedPSN with lambda_={self._lambda_value} < 1 is not causal, so it cannot run "
                 f"{what}: feed whole sequences of T={self.T} steps, or set lambda_ = 1."
