@@ -43,7 +43,7 @@ def test_lambda_ramp_does_not_recompile_a_compiled_model_per_value():
         graphs.append(gm)
         return gm.forward
 
-    compiled = torch.compile(neuron, backend=count_graphs)
+    compiled = torch.compile(neuron, backend=count_graphs, fullgraph=True)
     x = torch.randn(4, 3)
     for epoch in range(12):
         LambdaSchedule(12, "linear").apply(neuron, epoch)

@@ -20,13 +20,16 @@ from types import ModuleType
 
 import torch
 
+from spikingjelly_psn.ops import reference
+
 BACKENDS: tuple[str, ...] = ("torch", "cupy")
 
 _MODULES = {
     "torch": "spikingjelly_psn.ops.reference",
     "cupy": "spikingjelly_psn.ops.cupy",
 }
-_loaded: dict[str, ModuleType] = {}
+# The reference is always loaded, so even a first call under torch.compile has no import to trace.
+_loaded: dict[str, ModuleType] = {"torch": reference}
 
 
 def backend_module(backend: str, x: torch.Tensor | None = None) -> ModuleType:
