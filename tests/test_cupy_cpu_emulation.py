@@ -241,6 +241,69 @@ def test_conv_fire_chunked_stream_equals_one_call(emu):
     assert torch.equal(torch.cat(chunks), whole)
 
 
+# ---------------------------------------------------------------- real launch shapes
+
+GPU_LAUNCH_CASES = [
+    # T, B, C, S, k, d, shared, history: block shapes the launcher picks
+    (6, 3, 40, 1, 3, 2, False, True),  # [T, N, C]: 32 channels per block, a partial channel tile
+    (5, 70, 5, 1, 4, 1, False, False),  # 8 channels x 32 rows, a partial row block
+    (4, 3, 2, 45, 2, 3, True, True),  # one channel per block, 128 rows, a partial row block
+    (7, 5, 3, 2, 3, 1, False, False),  # S = 2: channels side by side
+    (400, 3, 2, 11, 3, 1, False, False),  # T > 383: global scratch with the full block
+]
+
+
+@pytest.mark.parametrize("case", GPU_LAUNCH_CASES)
+@pytest.mark.parametrize("descending", [False, True])
+def test_conv_kernels_with_real_block_shapes(emu, case, descending):
+    """Every thread of the launcher's blocks emulated between barriers (in both orders): the
+    same grad_x and spikes bit for bit as one thread per block, the same reduced sums."""
+    T, B, C, S, k, d, shared, with_history = case
+    x, w, b, hist = _conv_inputs(T, B, C, S, k, d, torch.float32, shared, with_history, False, 21)
+    gpu = Emulator(emu.lib, launch="gpu", descending=descending)
+    assert torch.equal(gpu.conv_fire(x, w, b, d, hist), emu.conv_fire(x, w, b, d, hist))
+    grad_s = torch.randn(x.shape, generator=_gen(22))
+    sg, params = _surrogates.encode(surrogate.ATan())
+    one = emu.conv_backward(grad_s, x, w, b, d, sg, params, hist)
+    for deterministic in (True, False):
+        got = gpu.conv_backward(grad_s, x, w, b, d, sg, params, hist, deterministic=deterministic)
+        assert torch.equal(got[0], one[0])
+        assert not deterministic or not torch.isnan(got[1]).any()  # every block row written
+        torch.testing.assert_close(got[2], one[2], rtol=1e-5, atol=1e-5)
+    mean, var = gpu.conv_stats(x, w, d, hist)
+    want_mean, want_var = emu.conv_stats(x, w, d, hist)
+    torch.testing.assert_close(mean, want_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(var, want_var, rtol=1e-4, atol=1e-6)
+    c1, c2 = _host.stats_grad_coefficients(torch.ones(C), torch.ones(C), mean, T * B * S)
+    got = gpu.conv_backward(None, x, w, None, d, 0, (0.0,) * 3, hist, stats=(mean, c1, c2))
+    want = emu.conv_backward(None, x, w, None, d, 0, (0.0,) * 3, hist, stats=(mean, c1, c2))
+    assert torch.equal(got[0], want[0])
+    torch.testing.assert_close(got[2], want[2], rtol=1e-4, atol=1e-5)
+
+
+def test_launch_shapes_respect_the_gpu_limits():
+    """Block <= 1024 threads, dynamic shared memory <= 48 KiB (no opt-in), grid.y <= 65535,
+    for every T the backward may see; the shared-memory path holds up to T = 383."""
+    for channels, positions in [(1, 1), (3, 1), (40, 1), (65535, 1), (7, 2), (64, 3), (2, 1024)]:
+        for columns in (1, 31, 32, 33, 255, 256, 257, 10**6):
+            stats_block = _host.conv_block(columns, channels, positions)
+            assert 32 <= stats_block[0] * stats_block[1] <= _host.MAX_BLOCK
+            assert 3 * stats_block[0] * stats_block[1] * 4 <= _host.SMEM_LIMIT
+            for n_t in (1, 2, 31, 100, 383, 384, 1000, 100000):
+                block, smem, scratch = _host.conv_bwd_config(n_t, columns, channels, positions)
+                threads = block[0] * block[1]
+                grid = _host.conv_grid(columns, channels, block)
+                _launch.check_launch(grid, block, smem)
+                assert threads <= 1024 and smem <= _host.SMEM_LIMIT
+                assert scratch == (n_t > 383)
+                assert smem == (threads * 4 if scratch else (n_t + 1) * threads * 4)
+                assert grid[0] * block[1] >= columns and grid[1] * block[0] >= channels
+    with pytest.raises(RuntimeError, match="invalid launch"):
+        _launch.check_launch((1, 65536), (1, 32), 0)
+    with pytest.raises(RuntimeError, match="invalid launch"):
+        _launch.check_launch((1, 1), (1, 32), 48 * 1024 + 4)
+
+
 # ---------------------------------------------------------------- statistics
 
 

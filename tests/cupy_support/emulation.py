@@ -1,8 +1,11 @@
 """The kernel sources compiled as host C++ (with cuda_compat.h) and driven through ctypes.
 
-Each kernel runs with one thread per block over its whole grid, so what the GPU reduces per
-block is here one thread's partial sum. The wrappers take and return CPU torch tensors and use
-the package's own host-side helpers (tap codes, reductions), so the op is exercised end to end.
+By default each conv kernel runs with one thread per block over its whole grid, so what the
+GPU reduces per block is here one column's partial sum. With ``launch="gpu"`` the conv kernels
+run with the block shapes the launcher picks (``_host``), every thread of a block emulated
+between barriers in ascending or descending order (``descending``). The wrappers take and
+return CPU torch tensors and use the package's own host-side helpers (tap codes, launch
+shapes, reductions), so the op is exercised end to end.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ _SIGNATURES = {
     "emu_to_bf16": ([_P, _P, _L], None),
     "emu_from_bf16": ([_P, _P, _L], None),
     "emu_surrogate": ([_I, _P, _P, _L, _F, _F, _F], None),
-    "emu_conv_fwd": ([_I, _I, _P, _P, _P, _P, _P, _P] + [_I] * 8, None),
-    "emu_conv_bwd": ([_I, _I, _I] + [_P] * 9 + [_I, _F, _F, _F] + [_P] * 3 + [_I] * 8, None),
-    "emu_conv_stats": ([_I, _I, _P, _P, _P, _P] + [_I] * 7, None),
+    "emu_conv_fwd": ([_I, _I, _P, _P, _P, _P, _P, _P] + [_I] * 9, None),
+    "emu_conv_bwd": ([_I, _I, _I] + [_P] * 9 + [_I, _F, _F, _F] + [_P] * 3 + [_I] * 10, None),
+    "emu_conv_stats": ([_I, _I, _P, _P, _P, _P] + [_I] * 9, None),
+    "emu_set_descending": ([_I], None),
+    "emu_barrier_errors": ([], _L),
     "emu_dense_fwd": ([_I, _I, _P, _P, _P, _P, _I, _I, _L], None),
     "emu_dense_bwd": ([_I, _I, _P, _P, _P, _P, _I, _F, _F, _F, _P, _P, _I, _I, _L], None),
 }
@@ -82,20 +87,32 @@ def _strides(weight: torch.Tensor, bias_numel: int, channels: int) -> tuple[int,
 class Emulator:
     """The ops of ``spikingjelly_psn.ops.cupy`` run on the CPU through the compiled harness."""
 
-    def __init__(self, lib: ctypes.CDLL):
+    def __init__(self, lib: ctypes.CDLL, launch: str = "column", descending: bool = False):
+        """``launch``: "column" (one thread per block) or "gpu" (the launcher's block shapes)."""
         self.lib = lib
+        self.launch = launch
+        self.descending = descending
+
+    def _run(self, fn, *args):
+        self.lib.emu_set_descending(int(self.descending))
+        before = self.lib.emu_barrier_errors()
+        fn(*args)
+        if self.lib.emu_barrier_errors() != before:
+            raise AssertionError("a thread returned while others waited at __syncthreads")
 
     def conv_fire(self, x, weight, bias, dilation, history=None, power_of_two=False, wide=False):
         n_t, batch, channels, positions = x.shape
+        block = _host.block_size(x[0].numel()) if self.launch == "gpu" else 1
         x = x.contiguous()
         out = torch.empty_like(x)
         w = weight.float().contiguous()
         b = bias.float().reshape(-1).contiguous()
         code = _host.pow2_codes(w) if power_of_two else None
         ws, bs = _strides(w, b.numel(), channels)
-        self.lib.emu_conv_fwd(
+        self._run(
+            self.lib.emu_conv_fwd,
             DTYPE_CODES[x.dtype], int(wide), _p(x), _p(history), _p(out), _p(w), _p(code), _p(b),
-            n_t, batch, channels, positions, w.shape[1], dilation, ws, bs,
+            n_t, batch, channels, positions, w.shape[1], dilation, ws, bs, block,
         )  # fmt: skip
         return out
 
@@ -103,9 +120,11 @@ class Emulator:
         self, grad_s, x, weight, bias, dilation, sg, params, history=None, power_of_two=False,
         deterministic=True, scratch=False, wide=False, stats=None,
     ):  # fmt: skip
-        """(grad_x, per-thread partials [C, B*S, k+1] or None, reduced [C, k+1]).
+        """(grad_x, per-block partials [C, blocks, k+1] or None, reduced [C, k+1]); with the
+        default launch a block is one column.
 
-        ``stats = (mean, c1, c2)`` runs the statistics backward instead of the fire one.
+        ``stats = (mean, c1, c2)`` runs the statistics backward instead of the fire one;
+        ``scratch`` forces g into global memory (the launcher's choice with ``launch="gpu"``).
         """
         n_t, batch, channels, positions = x.shape
         k = weight.shape[1]
@@ -113,7 +132,12 @@ class Emulator:
         code = _host.pow2_codes(w) if power_of_two else None
         grad_x = torch.empty_like(x)
         columns = batch * positions
-        partial = torch.full((channels, columns, k + 1), float("nan")) if deterministic else None
+        block = (1, 1)
+        if self.launch == "gpu":
+            block, _, use_scratch = _host.conv_bwd_config(n_t, columns, channels, positions)
+            scratch = scratch or use_scratch
+        blocks = _host.conv_grid(columns, channels, block)[0]
+        partial = torch.full((channels, blocks, k + 1), float("nan")) if deterministic else None
         gwb = None if deterministic else torch.zeros(channels, k + 1)
         if stats is None:
             mode, c0, c1, c2 = _source.MODE_FIRE, bias.float().reshape(-1).contiguous(), None, None
@@ -121,10 +145,11 @@ class Emulator:
             mode, (c0, c1, c2) = _source.MODE_STATS, stats
         ws, bs = _strides(w, c0.numel(), channels)
         scratch_buf = torch.full(x.shape, float("nan")) if scratch else None
-        self.lib.emu_conv_bwd(
+        self._run(
+            self.lib.emu_conv_bwd,
             DTYPE_CODES[x.dtype], int(wide), mode, _p(grad_s), _p(x), _p(history), _p(grad_x),
             _p(w), _p(code), _p(c0), _p(c1), _p(c2), sg, *params, _p(gwb), _p(partial),
-            _p(scratch_buf), n_t, batch, channels, positions, k, dilation, ws, bs,
+            _p(scratch_buf), n_t, batch, channels, positions, k, dilation, ws, bs, *block,
         )  # fmt: skip
         reduced = _host.reduce_partials(partial) if deterministic else gwb
         return grad_x, partial, reduced
@@ -132,11 +157,17 @@ class Emulator:
     def conv_stats(self, x, weight, dilation, history=None, wide=False):
         n_t, batch, channels, positions = x.shape
         w = weight.float().contiguous()
-        partial = torch.full((channels, batch * positions, 3), float("nan"))
+        columns = batch * positions
+        block = (1, 1)
+        if self.launch == "gpu":
+            block = _host.conv_block(columns, channels, positions)
+        blocks = _host.conv_grid(columns, channels, block)[0]
+        partial = torch.full((channels, blocks, 3), float("nan"))
         ws, _ = _strides(w, channels, channels)
-        self.lib.emu_conv_stats(
+        self._run(
+            self.lib.emu_conv_stats,
             DTYPE_CODES[x.dtype], int(wide), _p(x), _p(history), _p(w), _p(partial), n_t, batch,
-            channels, positions, w.shape[1], dilation, ws,
+            channels, positions, w.shape[1], dilation, ws, *block,
         )  # fmt: skip
         return _host.combine_stats(partial)
 

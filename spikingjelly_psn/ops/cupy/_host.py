@@ -31,15 +31,53 @@ def block_size(columns: int) -> int:
     return block
 
 
-def conv_bwd_config(n_t: int, columns: int) -> tuple[int, int, bool]:
-    """(threads per block, dynamic shared bytes, use a global scratch for g) of the conv
-    backward: g [n_t, block] plus the reduction row in shared memory while that fits."""
-    block = block_size(columns)
-    while block > 32 and (n_t + 1) * block * 4 > SMEM_LIMIT:
-        block //= 2
-    if (n_t + 1) * block * 4 > SMEM_LIMIT:
-        return block, block * 4, True
-    return block, (n_t + 1) * block * 4, False
+def conv_tile(channels: int, positions: int) -> int:
+    """blockDim.x of the conv backward and statistics kernels: channels side by side.
+
+    1 (one channel per block, threads along the B·S columns) unless S is tiny: with S <= 2 the
+    columns of one channel are S·C elements apart, so neighbouring channels (S elements apart)
+    are the better warp, up to 32 of them.
+    """
+    if positions > 2:
+        return 1
+    tile = 1
+    while tile < 32 and tile < channels:
+        tile *= 2
+    return tile
+
+
+def conv_block(columns: int, channels: int, positions: int) -> tuple[int, int]:
+    """(blockDim.x, blockDim.y) of the conv statistics kernel (and of the backward before its
+    shared-memory limit): 32 to 256 threads, powers of two."""
+    tile = conv_tile(channels, positions)
+    return tile, block_size(columns * tile) // tile
+
+
+def conv_grid(columns: int, channels: int, block: tuple[int, int]) -> tuple[int, int]:
+    """Grid of the conv backward and statistics kernels: (column blocks, channel blocks)."""
+    return -(-columns // block[1]), -(-channels // block[0])
+
+
+def conv_bwd_config(
+    n_t: int, columns: int, channels: int, positions: int
+) -> tuple[tuple[int, int], int, bool]:
+    """(block, dynamic shared bytes, use a global scratch for g) of the conv backward.
+
+    g [n_t, threads] plus the reduction row stay in shared memory while that fits the 48 KiB
+    available without an opt-in (the block shrinks down to 32 threads for it: n_t <= 383);
+    past that g goes to a global scratch and the block keeps its full size.
+    """
+    tile, rows = conv_block(columns, channels, positions)
+
+    def smem(threads: int) -> int:
+        return (n_t + 1) * threads * 4
+
+    fitted = rows
+    while tile * fitted > 32 and smem(tile * fitted) > SMEM_LIMIT:
+        fitted //= 2
+    if smem(tile * fitted) <= SMEM_LIMIT:
+        return (tile, fitted), smem(tile * fitted), False
+    return (tile, rows), tile * rows * 4, True
 
 
 def needs_64bit(*extents: int) -> bool:

@@ -90,16 +90,31 @@ def launch(
     spec: tuple[str, str, int, str, str],
     device: torch.device,
     grid,
-    block: int,
+    block: int | tuple[int, int],
     args,
     smem: int = 0,
 ) -> None:
     """Launch kernel ``spec`` = (file, scalar, sg, index, name) on PyTorch's current stream of
     ``device``, under that device."""
+    block = (block, 1) if isinstance(block, int) else tuple(block)
+    check_launch(grid, block, smem)
     cupy = require_cupy()
     with cupy.cuda.Device(device.index), _stream(cupy, device):
         fn = kernel(*spec, device.index)
-        fn(tuple(grid), (block, 1, 1), args, shared_mem=smem)
+        fn(tuple(grid), (*block, 1), args, shared_mem=smem)
+
+
+def check_launch(grid, block: tuple[int, int], smem: int) -> None:
+    """The limits every launch must respect (the kernels set no shared-memory opt-in)."""
+    grid = tuple(grid) + (1,) * (3 - len(grid))
+    if not (
+        block[0] * block[1] <= 1024
+        and 0 < grid[0] <= 2**31 - 1
+        and 0 < grid[1] <= 65535
+        and 0 < grid[2] <= 65535
+        and 0 <= smem <= _host.SMEM_LIMIT
+    ):
+        raise RuntimeError(f"invalid launch: grid {grid}, block {block}, {smem} B shared memory")
 
 
 def ptr(tensor: torch.Tensor | None) -> np.uint64:
@@ -121,6 +136,8 @@ def _conv_shapes(x: torch.Tensor, weight: torch.Tensor, dilation: int):
     n_t, batch, channels, positions = x.shape
     k = weight.shape[1]
     lag = (k - 1) * dilation
+    if n_t + lag > _host.INT32_MAX:  # padded time indices are int in the kernels
+        raise ValueError(f"T + (k-1)*dilation = {n_t + lag} exceeds the kernels' int32 range")
     columns = batch * positions
     wide = _host.needs_64bit((n_t + lag + 1) * batch * channels * positions)
     return n_t, channels, positions, columns, k, lag, wide
@@ -146,15 +163,16 @@ def conv_fire_forward(
     scalar = _source.SCALAR_TYPES[x.dtype]
     spec = ("causal_conv.cu", scalar, _source.sg_template(sg), index,
             _source.conv_fwd_name(scalar, index))  # fmt: skip
-    block = _host.block_size(columns)
+    total = columns * channels  # forward: one thread per column offset, 1-D grid
+    block = _host.block_size(total)
     args = (
         ptr(x), ptr(history), ptr(out), ptr(w), ptr(code), ptr(b),
-        np.int32(n_t), np.int32(channels), itype(positions), itype(columns),
+        np.int32(n_t), np.int32(channels), itype(positions), itype(total),
         np.int32(k), np.int32(dilation),
         np.int32(k if w.shape[0] != 1 or channels == 1 else 0),
         np.int32(1 if b.numel() != 1 or channels == 1 else 0),
     )  # fmt: skip
-    launch(spec, x.device, (_cdiv(columns, block), channels), block, args)
+    launch(spec, x.device, (_cdiv(total, block),), block, args)
     return out
 
 
@@ -180,8 +198,9 @@ def conv_backward(
         return grad_x, x.new_zeros((channels, k + 1), dtype=torch.float32)
     w = weight.float().contiguous()
     code = _host.pow2_codes(w) if power_of_two else None
-    block, smem, use_scratch = _host.conv_bwd_config(n_t, columns)
-    blocks = _cdiv(columns, block)
+    block, smem, use_scratch = _host.conv_bwd_config(n_t, columns, channels, positions)
+    grid = _host.conv_grid(columns, channels, block)
+    blocks = grid[0]
     scratch = x.new_empty(x.shape, dtype=torch.float32) if use_scratch else None
     if deterministic:
         partial = x.new_empty((channels, blocks, k + 1), dtype=torch.float32)
@@ -206,7 +225,7 @@ def conv_backward(
         np.int32(k if w.shape[0] != 1 or channels == 1 else 0),
         np.int32(1 if c0.numel() != 1 or channels == 1 else 0),
     )  # fmt: skip
-    launch(spec, x.device, (blocks, channels), block, args, smem)
+    launch(spec, x.device, grid, block, args, smem)
     if deterministic:
         gwb = _host.reduce_partials(partial)
     return grad_x, gwb
@@ -220,9 +239,9 @@ def conv_stats(
         nan = x.new_full((channels,), float("nan"), dtype=torch.float32)
         return nan, nan.clone()
     w = weight.float().contiguous()
-    block = _host.block_size(columns)
-    blocks = _cdiv(columns, block)
-    partial = x.new_empty((channels, blocks, 3), dtype=torch.float32)
+    block = _host.conv_block(columns, channels, positions)
+    grid = _host.conv_grid(columns, channels, block)
+    partial = x.new_empty((channels, grid[0], 3), dtype=torch.float32)
     index, itype = _index(wide)
     scalar = _source.SCALAR_TYPES[x.dtype]
     spec = ("causal_conv.cu", scalar, _source.SG_SPECIALISED[0], index,
@@ -232,7 +251,7 @@ def conv_stats(
         np.int32(n_t), np.int32(channels), itype(positions), itype(columns),
         np.int32(k), np.int32(dilation), np.int32(k if w.shape[0] != 1 or channels == 1 else 0),
     )  # fmt: skip
-    launch(spec, x.device, (blocks, channels), block, args, 3 * block * 4)
+    launch(spec, x.device, grid, block, args, 3 * block[0] * block[1] * 4)
     return _host.combine_stats(partial)
 
 

@@ -206,17 +206,31 @@ __device__ __forceinline__ float psn_surrogate_grad(float x, int sg, float p0, f
 }
 
 // ---------------------------------------------------------------- block reduction
-// Sum of v over the block in a fixed tree order (deterministic); blockDim.x is a power of two.
-// Every thread of the block must call it.
+// The conv kernels use 2-D blocks: threadIdx.x picks a channel, threadIdx.y a column of it.
+// Linear thread id (what indexes per-thread shared memory) and thread count of the block.
+__device__ __forceinline__ unsigned int psn_tid() { return threadIdx.y * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ unsigned int psn_nthreads() { return blockDim.x * blockDim.y; }
+
+// Smallest power of two >= n (n >= 1): the span of the reduction tree.
+__device__ __forceinline__ unsigned int psn_tree_span(unsigned int n) {
+    unsigned int p = 1;
+    while (p < n) p <<= 1;
+    return p;
+}
+
+// Sum of v over threadIdx.y (one sum per threadIdx.x) in a fixed tree order (deterministic);
+// any blockDim.y (a power of two pairs y with y + s at every level; otherwise the missing
+// partners count as zero). red holds blockDim.x * blockDim.y floats. Every thread of the block
+// must call it (it contains __syncthreads); the result is returned to every thread.
 __device__ __forceinline__ float psn_block_sum(float v, float* red) {
-    unsigned int tid = threadIdx.x;
-    red[tid] = v;
+    unsigned int tx = threadIdx.x, ty = threadIdx.y, nx = blockDim.x, ny = blockDim.y;
+    red[ty * nx + tx] = v;
     __syncthreads();
-    for (unsigned int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (tid < s) red[tid] += red[tid + s];
+    for (unsigned int s = psn_tree_span(ny) / 2; s > 0; s >>= 1) {
+        if (ty < s && ty + s < ny) red[ty * nx + tx] += red[(ty + s) * nx + tx];
         __syncthreads();
     }
-    float r = red[0];
-    __syncthreads();
+    float r = red[tx];
+    __syncthreads();  // red is reused by the caller's next reduction
     return r;
 }
