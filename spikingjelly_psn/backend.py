@@ -11,9 +11,10 @@ from spikingjelly_psn.ops import BACKENDS
 
 _log = logging.getLogger(__name__)
 
-CUPY_INSTALL_HINT = (
-    'install it with `pip install "spikingjelly-psn[cupy13]"` (CUDA 13) or '
-    '`pip install "spikingjelly-psn[cupy12]"` (CUDA 12), or use backend="torch"'
+CUPY_MISSING = (
+    'backend="cupy" needs CuPy, which is not installed: install it with '
+    '`pip install "spikingjelly-psn[cupy13]"` (CUDA 13) or '
+    '`pip install "spikingjelly-psn[cupy12]"` (CUDA 12), or use backend="torch".'
 )
 
 
@@ -25,9 +26,7 @@ def cupy_installed() -> bool:
 def check_backend_library(backend: str) -> None:
     """Raise ``ImportError`` with an install hint when the library behind ``backend`` is missing."""
     if backend == "cupy" and not cupy_installed():
-        raise ImportError(
-            f'backend="cupy" needs CuPy, which is not installed: {CUPY_INSTALL_HINT}.'
-        )
+        raise ImportError(CUPY_MISSING)
 
 
 def validate_backend(module: nn.Module, backend: str) -> None:

@@ -43,7 +43,7 @@ def test_missing_cupy_raises_import_error_with_install_hint(monkeypatch):
 def test_cupy_backend_on_cpu_tensors_says_so(monkeypatch):
     monkeypatch.setattr(backend_module, "cupy_installed", lambda: True)
     neuron = PSN(3, backend="cupy")
-    with pytest.raises(RuntimeError, match=r"backend='cupy' runs on CUDA tensors.*\.cuda\(\)"):
+    with pytest.raises(RuntimeError, match=r"backend=.cupy. runs on CUDA tensors.*\.cuda\(\)"):
         neuron(torch.randn(3, 2))
 
 

@@ -379,11 +379,11 @@ def test_import_neither_imports_cupy_nor_initialises_cuda():
 
 def test_cpu_tensors_are_rejected_with_the_fix():
     x, w, b = torch.randn(4, 2, 3, 1), torch.ones(3, 2), torch.zeros(3)
-    with pytest.raises(ValueError, match=r"\.cuda\(\).*backend=\"torch\""):
+    with pytest.raises(RuntimeError, match=r"\.cuda\(\).*backend=\"torch\""):
         cupy_ops.causal_conv_fire(x, w, b, 1, surrogate.ATan())
-    with pytest.raises(ValueError, match="CUDA tensors"):
+    with pytest.raises(RuntimeError, match="CUDA tensors"):
         cupy_ops.dense_fire(torch.randn(4, 5), torch.eye(4), torch.zeros(4, 1), surrogate.ATan())
-    with pytest.raises(ValueError, match="CUDA tensors"):
+    with pytest.raises(RuntimeError, match="CUDA tensors"):
         cupy_ops.conv_channel_stats(x, w, 1)
 
 

@@ -32,19 +32,14 @@ _MODULES = {
 _loaded: dict[str, ModuleType] = {"torch": reference}
 
 
-def backend_module(backend: str, x: torch.Tensor | None = None) -> ModuleType:
-    """The module implementing ``backend`` (imported once), after checking ``x``'s device.
+def backend_module(backend: str) -> ModuleType:
+    """The module implementing ``backend``, imported once (it checks its own inputs).
 
     Loaded modules are cached in a dict, which ``torch.compile`` traces without a graph break.
     """
     if backend not in _MODULES:
         raise NotImplementedError(
             f"backend={backend!r} is not supported; choose one of {BACKENDS}."
-        )
-    if backend == "cupy" and x is not None and x.device.type != "cuda":
-        raise RuntimeError(
-            f"backend='cupy' runs on CUDA tensors, but the input is on {x.device}; move the model "
-            "and its input to a GPU (.cuda()), or use backend='torch' on this device."
         )
     module = _loaded.get(backend)
     if module is None:
@@ -60,7 +55,7 @@ def dense_fire(
     backend: str = "torch",
 ) -> torch.Tensor:
     """Spikes ``Θ(weight @ x + bias)`` of PSN and masked PSN."""
-    return backend_module(backend, x).dense_fire(x, weight, bias, surrogate_function)
+    return backend_module(backend).dense_fire(x, weight, bias, surrogate_function)
 
 
 def causal_conv_fire(
@@ -78,7 +73,7 @@ def causal_conv_fire(
     ``power_of_two`` promises that every weight is 0 or ``±2^e``, so a backend may apply the
     taps with exponent arithmetic instead of multiplies.
     """
-    return backend_module(backend, x).causal_conv_fire(
+    return backend_module(backend).causal_conv_fire(
         x, weight, bias, dilation, surrogate_function, history, power_of_two
     )
 
@@ -91,4 +86,4 @@ def conv_channel_stats(
     backend: str = "torch",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and biased variance (fp32) of the causal convolution, differentiable."""
-    return backend_module(backend, x).conv_channel_stats(x, weight, dilation, history)
+    return backend_module(backend).conv_channel_stats(x, weight, dilation, history)

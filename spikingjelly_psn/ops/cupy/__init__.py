@@ -53,7 +53,7 @@ def _check(x: torch.Tensor, *others: torch.Tensor | None) -> None:
     _launch.require_cupy()
     for tensor in (x, *others):
         if tensor is not None and tensor.device.type != "cuda":
-            raise ValueError(
+            raise RuntimeError(
                 f'backend="cupy" runs on CUDA tensors, got a tensor on {tensor.device}; move the '
                 'module and its input to the GPU (.cuda()), or use backend="torch".'
             )

@@ -12,14 +12,12 @@ from functools import cache
 import numpy as np
 import torch
 
+from spikingjelly_psn.backend import CUPY_MISSING
+
 from . import _host, _source
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = (
-    'backend="cupy" needs CuPy: pip install "spikingjelly-psn[cupy13]" (CUDA 13) or '
-    '"spikingjelly-psn[cupy12]" (CUDA 12); or use backend="torch".'
-)
 
 _modules: dict[tuple[str, str, int, str, int], object] = {}
 _streams: dict[tuple[int, int], object] = {}
@@ -30,7 +28,7 @@ def require_cupy():
     try:
         import cupy
     except ImportError as error:
-        raise ImportError(INSTALL_HINT) from error
+        raise ImportError(CUPY_MISSING) from error
     return cupy
 
 
