@@ -16,6 +16,7 @@ _EXPORTS = {
     "MFPSN": "spikingjelly_psn.neuron",
     "LambdaSchedule": "spikingjelly_psn.neuron",
     "sawtooth_dilations": "spikingjelly_psn.neuron",
+    "set_streaming": "spikingjelly_psn.neuron",
     "set_backend": "spikingjelly_psn.backend",
     "materialize": "spikingjelly_psn.lazy",
     "register": "spikingjelly_psn.registry",

@@ -31,12 +31,17 @@ def check_backend_library(backend: str) -> None:
 
 def validate_backend(module: nn.Module, backend: str) -> None:
     """Reject a backend the module cannot run in its current step mode, then check its library."""
+    name = type(module).__name__
+    if backend not in BACKENDS:
+        raise NotImplementedError(
+            f"{name}: backend={backend!r} is unknown; choose one of {BACKENDS}."
+        )
     supported = module.supported_backends
     if backend not in supported:
-        known = "" if backend in BACKENDS else f" (known backends: {BACKENDS})"
         raise NotImplementedError(
-            f"{type(module).__name__} in step_mode={module.step_mode!r} does not support "
-            f"backend={backend!r}{known}; supported: {supported}."
+            f"{name} in step_mode={module.step_mode!r} does not support backend={backend!r} "
+            f"(it runs on {supported}); backend={backend!r} runs whole sequences: construct the "
+            f"neuron with step_mode='m' or call functional.set_step_mode(net, 'm') first."
         )
     check_backend_library(backend)
 

@@ -13,7 +13,12 @@ import spikingjelly_psn
 from spikingjelly_psn import MFPSN, PSN, MaskedPSN, SlidingPSN, set_backend
 from spikingjelly_psn import backend as backend_module
 
-ALL = [lambda: PSN(4), lambda: MaskedPSN(2, 4), lambda: SlidingPSN(2), lambda: MFPSN(2)]
+ALL = [
+    lambda: PSN(4),
+    lambda: MaskedPSN(2, 4, step_mode="m"),
+    lambda: SlidingPSN(2, step_mode="m"),
+    lambda: MFPSN(2, step_mode="m"),
+]
 
 
 @pytest.mark.parametrize("make", ALL)
@@ -22,22 +27,31 @@ def test_backend_property_and_supported_backends(make):
     assert neuron.backend == "torch"
     assert neuron.supported_backends == ("torch", "cupy")
     assert "backend=torch" in repr(neuron) and "step_mode=m" in repr(neuron)
-    with pytest.raises(NotImplementedError, match="does not support backend='triton'"):
+    with pytest.raises(NotImplementedError, match="backend='triton' is unknown; choose one of"):
         neuron.backend = "triton"
 
 
-def test_single_step_supports_torch_only_and_keeps_the_chosen_backend():
+def test_default_step_modes_follow_spikingjelly():
+    """Single-step by default, as every SpikingJelly neuron; PSN is multi-step only."""
+    assert PSN(4).step_mode == sj_neuron.PSN(4).supported_step_mode()[0] == "m"
+    assert MaskedPSN(2, 4).step_mode == sj_neuron.MaskedPSN(2, 4).step_mode == "s"
+    assert SlidingPSN(2).step_mode == sj_neuron.SlidingPSN(2).step_mode == "s"
+    assert MFPSN(2).step_mode == "s"
+
+
+def test_single_step_supports_torch_only_and_says_how_to_get_cupy():
     neuron = SlidingPSN(2)
-    neuron.step_mode = "s"
     assert neuron.supported_backends == ("torch",)
-    with pytest.raises(NotImplementedError, match="step_mode='s'"):
+    with pytest.raises(
+        NotImplementedError, match="step_mode='s'.*construct the neuron with step_mode='m'"
+    ):
         neuron.backend = "cupy"
 
 
 def test_missing_cupy_raises_import_error_with_install_hint(monkeypatch):
     monkeypatch.setattr(backend_module, "cupy_installed", lambda: False)
     with pytest.raises(ImportError, match=r"pip install \"spikingjelly-psn\[cupy13\]\""):
-        SlidingPSN(2, backend="cupy")
+        SlidingPSN(2, step_mode="m", backend="cupy")
 
 
 def test_cupy_backend_on_cpu_tensors_says_so(monkeypatch):
@@ -50,7 +64,9 @@ def test_cupy_backend_on_cpu_tensors_says_so(monkeypatch):
 def test_set_backend_sets_supported_and_warns_for_the_rest(monkeypatch, caplog):
     monkeypatch.setattr(backend_module, "cupy_installed", lambda: True)
     sliding = SlidingPSN(2, step_mode="s")
-    net = torch.nn.Sequential(PSN(4), MaskedPSN(2, 4), sliding, torch.nn.Linear(2, 2))
+    net = torch.nn.Sequential(
+        PSN(4), MaskedPSN(2, 4, step_mode="m"), sliding, torch.nn.Linear(2, 2)
+    )
     with caplog.at_level(logging.WARNING):
         set_backend(net, "cupy")
     assert [m.backend for m in net[:2]] == ["cupy", "cupy"]
@@ -63,6 +79,8 @@ def test_set_backend_sets_supported_and_warns_for_the_rest(monkeypatch, caplog):
 
 def test_set_step_mode_reaches_the_neurons():
     net = torch.nn.Sequential(MaskedPSN(2, 4), SlidingPSN(2), MFPSN(2))
+    functional.set_step_mode(net, "m")
+    assert [m.step_mode for m in net] == ["m", "m", "m"]
     functional.set_step_mode(net, "s")
     assert [m.step_mode for m in net] == ["s", "s", "s"]
     with pytest.raises(ValueError, match="multi-step"):

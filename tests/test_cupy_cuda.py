@@ -236,3 +236,51 @@ def test_autocast_dense_output_dtype():
         ref = ops.dense_fire(x, w, b, surrogate.ATan(), backend="torch")
         got = ops.dense_fire(x, w, b, surrogate.ATan(), backend="cupy")
     assert got.dtype == ref.dtype == torch.float16
+
+
+# ---------------------------------------------------------------- SpikingJelly call patterns
+
+
+def _sj_twins(name: str):
+    from spikingjelly.activation_based import neuron as sj_neuron
+
+    import spikingjelly_psn
+
+    make = {
+        "PSN": (spikingjelly_psn.PSN, sj_neuron.PSN, {"T": 8}),
+        "MaskedPSN": (spikingjelly_psn.MaskedPSN, sj_neuron.MaskedPSN, {"k": 3, "T": 8}),
+        "SlidingPSN": (spikingjelly_psn.SlidingPSN, sj_neuron.SlidingPSN, {"k": 3}),
+    }[name]
+    ours, theirs, kwargs = make
+    plugin_kwargs = kwargs if name == "PSN" else {**kwargs, "step_mode": "m"}
+    theirs_kwargs = kwargs if name == "PSN" else {**kwargs, "step_mode": "m"}
+    a = ours(**plugin_kwargs, backend="cupy").cuda()
+    b = theirs(**theirs_kwargs).cuda()
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+@pytest.mark.parametrize("name", ["PSN", "MaskedPSN", "SlidingPSN"])
+def test_cuda_fp16_autocast_matches_spikingjelly(name):
+    a, b = _sj_twins(name)
+    x = torch.randn(8, 64, 33, device="cuda") * 2
+    with torch.autocast("cuda", dtype=torch.float16):
+        out_a, out_b = a(x), b(x)
+    assert out_a.dtype == out_b.dtype == torch.float16
+    assert (out_a != out_b).float().mean() < 0.01
+
+
+@pytest.mark.parametrize("name", ["PSN", "MaskedPSN", "SlidingPSN"])
+def test_cuda_training_without_reset_and_a_smaller_last_batch(name):
+    a, b = _sj_twins(name)
+    opt_a = torch.optim.SGD(a.parameters(), lr=0.1)
+    opt_b = torch.optim.SGD(b.parameters(), lr=0.1)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for n in (16, 16, 7):
+        x = torch.randn(8, n, 10, device="cuda", generator=g) * 2
+        for net, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            (net(x) * torch.linspace(-1, 1, 10, device="cuda")).sum().backward()
+            opt.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)

@@ -622,7 +622,9 @@ def test_psn_cupy_equals_torch(cpu_glue):
 
 @pytest.mark.parametrize("lambda_,chunks", [(0.5, (6,)), (1.0, (6,)), (1.0, (2, 1, 3))], ids=str)
 def test_masked_psn_cupy_equals_torch(cpu_glue, lambda_, chunks):
-    net, twin = _twins(lambda: MaskedPSN(k=3, T=6, lambda_init=lambda_), 2)
+    net, twin = _twins(
+        lambda: MaskedPSN(k=3, T=6, lambda_init=lambda_, step_mode="m", streaming=True), 2
+    )
     x = torch.randn(6, 3, 4, generator=_gen(3)) * 2
     _compare_neurons(net, twin, list(x.split(list(chunks))))
     assert len(cpu_glue.of("dense")) == len(chunks)
@@ -632,7 +634,11 @@ def test_masked_psn_cupy_equals_torch(cpu_glue, lambda_, chunks):
 def test_sliding_psn_cupy_equals_torch(cpu_glue, exp_init):
     net, twin = _twins(
         lambda: SlidingPSN(
-            k=3, exp_init=exp_init, surrogate_function=surrogate.PiecewiseQuadratic()
+            k=3,
+            exp_init=exp_init,
+            surrogate_function=surrogate.PiecewiseQuadratic(),
+            step_mode="m",
+            streaming=True,
         ),
         4,
     )
@@ -659,7 +665,7 @@ def test_mfpsn_cupy_equals_torch(cpu_glue, case):
     kwargs, train, chunks, dtype = MFPSN_CASES[case]
 
     def make():
-        net = MFPSN(k=3, channels=4, **kwargs)
+        net = MFPSN(k=3, channels=4, step_mode="m", streaming=True, **kwargs)
         with torch.no_grad():
             if net.threshold == "bn":
                 net.gamma.uniform_(0.5, 1.5)

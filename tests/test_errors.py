@@ -9,9 +9,13 @@ from spikingjelly_psn import MFPSN, PSN, MaskedPSN, SlidingPSN
 def test_wrong_number_of_time_steps():
     with pytest.raises(ValueError, match=r"PSN\(T=4\) got an input with 5 time-steps"):
         PSN(4)(torch.randn(5, 2))
+    with pytest.raises(
+        ValueError, match=r"MaskedPSN\(T=4\) got an input with 3 time-steps.*streaming=True"
+    ):
+        MaskedPSN(2, 4, lambda_init=1.0, step_mode="m")(torch.randn(3, 2))
     with pytest.raises(ValueError, match=r"MaskedPSN with lambda_=0.0 < 1 is not causal"):
-        MaskedPSN(2, 4)(torch.randn(3, 2))
-    neuron = MaskedPSN(2, 4, lambda_init=1.0)
+        MaskedPSN(2, 4, step_mode="m", streaming=True)(torch.randn(3, 2))
+    neuron = MaskedPSN(2, 4, lambda_init=1.0, step_mode="m", streaming=True)
     neuron(torch.randn(3, 2))
     with pytest.raises(OverflowError, match="reset_net"):
         neuron(torch.randn(2, 2))
@@ -21,10 +25,12 @@ def test_wrong_number_of_time_steps():
     "neuron, shape, layout",
     [
         (PSN(4), (4,), r"\[T, N, \*\]"),
-        (MaskedPSN(2, 4), (4,), r"\[T, N, \*\]"),
-        (SlidingPSN(2), (4,), r"\[T, N, \*\]"),
-        (MFPSN(2), (4, 3), r"\[T, N, C\] or \[T, N, C, H, W\]"),
-        (MFPSN(2, channels=3), (4, 3), r"\[T, N, C\] or \[T, N, C, H, W\]"),
+        (MaskedPSN(2, 4, step_mode="m"), (4,), r"\[T, N, \*\]"),
+        (SlidingPSN(2, step_mode="m"), (4,), r"\[T, N, \*\]"),
+        (SlidingPSN(2), (), r"\[N, \*\]"),
+        (MFPSN(2, step_mode="m"), (4, 3), r"\[T, N, C\] or \[T, N, C, H, W\]"),
+        (MFPSN(2, channels=3, step_mode="m"), (4, 3), r"\[T, N, C\] or \[T, N, C, H, W\]"),
+        (MFPSN(2, channels=3).eval(), (3,), r"\[N, C\] or \[N, C, H, W\]"),
     ],
 )
 def test_wrong_rank(neuron, shape, layout):
@@ -38,7 +44,11 @@ def test_wrong_rank(neuron, shape, layout):
         (lambda: SlidingPSN(0), "k must be an integer >= 1"),
         (lambda: MFPSN(0), "k must be an integer >= 1"),
         (lambda: MaskedPSN(0, 4), "k must be an integer >= 1"),
-        (lambda: MaskedPSN(5, 4), "the order k=5 cannot exceed T=4"),
+        (lambda: MaskedPSN(2, 4, lambda_init=2.0), r"lambda_ must be in \[0, 1\], got 2.0"),
+        (lambda: MaskedPSN(2, 4, lambda_init=float("nan")), "lambda_ must be a finite number"),
+        (lambda: MFPSN(2, momentum=5), r"momentum must be in \[0, 1\]"),
+        (lambda: MFPSN(2, eps=-1), "eps must be > 0"),
+        (lambda: MFPSN(2, v_threshold=float("inf")), "v_threshold must be a finite number"),
         (lambda: PSN(0), "T must be an integer >= 1"),
         (lambda: MFPSN(2, dilation=0), "dilation must be an integer >= 1"),
         (lambda: MFPSN(2, channels=0), "channels must be an integer >= 1"),
@@ -55,31 +65,76 @@ def test_bad_constructor_arguments(make, message):
 def test_integer_input(make):
     with pytest.raises(TypeError, match=r"floating-point input.*x\.float\(\)"):
         make()(torch.ones(3, 2, 2, dtype=torch.int64))
+    neuron = make()
+    neuron.step_mode = "m"
+    with pytest.raises(TypeError, match=r"floating-point input.*x\.float\(\)"):
+        neuron(torch.ones(3, 2, 2, dtype=torch.int64))
+
+
+def test_lambda_setter_rejects_values_outside_zero_one():
+    neuron = MaskedPSN(2, 4)
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="lambda_ must be"):
+            neuron.lambda_ = bad
+    assert neuron.lambda_.item() == 0.0
 
 
 def test_channel_count_that_changes_between_calls():
-    neuron = MFPSN(2)
+    neuron = MFPSN(2, step_mode="m")
     neuron(torch.randn(3, 2, 4))
-    neuron.reset()
     with pytest.raises(ValueError, match="MFPSN has 4 channels but got input with 5 channels"):
         neuron(torch.randn(3, 2, 5))
 
 
-def test_history_shape_mismatch_without_reset():
-    neuron = SlidingPSN(3)
-    neuron(torch.randn(4, 2, 3))
-    with pytest.raises(ValueError, match="reset_net"):
-        neuron(torch.randn(4, 5, 3))
+@pytest.mark.parametrize(
+    "make, steps",
+    [
+        (lambda: SlidingPSN(3), lambda n: torch.randn(n, 3)),
+        (lambda: MaskedPSN(2, 4, lambda_init=1.0), lambda n: torch.randn(n, 3)),
+        (lambda: MFPSN(2, channels=3).eval(), lambda n: torch.randn(n, 3)),
+        (lambda: SlidingPSN(3, step_mode="m", streaming=True), lambda n: torch.randn(2, n, 3)),
+        (lambda: MFPSN(2, step_mode="m", streaming=True).eval(), lambda n: torch.randn(2, n, 3)),
+    ],
+)
+def test_batch_size_change_inside_a_sequence_says_reset_net(make, steps):
+    """SpikingJelly's single-step queue crashes in torch.stack here; the plugin says why."""
+    neuron = make()
+    neuron(steps(2))
+    with pytest.raises(ValueError, match="batch size or feature shape changed.*reset_net"):
+        neuron(steps(5))
+    neuron.reset()
+    assert neuron(steps(5)).shape[-2] == 5
+
+
+def test_input_dtype_other_than_the_dense_weights_names_the_fix():
+    for neuron in (PSN(3), MaskedPSN(2, 3, step_mode="m")):
+        with pytest.raises(
+            TypeError,
+            match=r"parameters are torch.float32 but the input is torch.bfloat16.*autocast",
+        ):
+            neuron(torch.randn(3, 2, dtype=torch.bfloat16))
+
+
+def test_empty_inputs_give_empty_outputs_or_say_why():
+    assert SlidingPSN(2, step_mode="m")(torch.randn(0, 3)).shape == (0, 3)
+    assert MFPSN(2, channels=3, step_mode="m").eval()(torch.randn(0, 2, 3)).shape == (0, 2, 3)
+    assert MFPSN(2, channels=3, step_mode="m").eval()(torch.randn(4, 0, 3)).shape == (4, 0, 3)
+    with pytest.raises(ValueError, match="0 time-steps"):
+        MFPSN(2, channels=3, step_mode="m")(torch.randn(0, 2, 3))
+    with pytest.raises(ValueError, match="empty batch"):
+        MFPSN(2, channels=3, step_mode="m")(torch.randn(4, 0, 3))
+    with pytest.raises(ValueError, match="0 channels"):
+        MFPSN(2, step_mode="m")(torch.randn(4, 2, 0))
 
 
 @pytest.mark.parametrize(
     "neuron",
     [
         PSN(3),
-        MaskedPSN(2, 3, 0.5),
-        MaskedPSN(2, 3, 1.0),
-        SlidingPSN(2),
-        MFPSN(2, channels=2).eval(),
+        MaskedPSN(2, 3, 0.5, step_mode="m"),
+        MaskedPSN(2, 3, 1.0, step_mode="m"),
+        SlidingPSN(2, step_mode="m"),
+        MFPSN(2, channels=2, step_mode="m").eval(),
     ],
 )
 def test_nan_input_gives_no_spike_and_no_crash(neuron):
@@ -98,7 +153,7 @@ def test_single_step_where_unsupported():
     with pytest.raises(ValueError, match="not causal, so it cannot run single-step mode"):
         masked(torch.randn(3))
     neuron = MFPSN(2, channels=3, step_mode="s")
-    with pytest.raises(RuntimeError, match="single-step mode works in eval mode"):
+    with pytest.raises(RuntimeError, match="use step_mode='m'.*single steps work in eval mode"):
         neuron(torch.randn(2, 3))
     neuron.eval()
     assert neuron(torch.randn(2, 3)).shape == (2, 3)

@@ -49,12 +49,19 @@ def test_conv_channel_stats():
     "make",
     [
         lambda sg: PSN(4, surrogate_function=sg),
-        lambda sg: MaskedPSN(2, 4, lambda_init=0.4, surrogate_function=sg),
-        lambda sg: MaskedPSN(2, 4, lambda_init=1.0, surrogate_function=sg),
-        lambda sg: SlidingPSN(3, exp_init=False, surrogate_function=sg),
-        lambda sg: MFPSN(2, dilation=2, channels=3, quantize=False, surrogate_function=sg),
+        lambda sg: MaskedPSN(2, 4, lambda_init=0.4, surrogate_function=sg, step_mode="m"),
+        lambda sg: MaskedPSN(2, 4, lambda_init=1.0, surrogate_function=sg, step_mode="m"),
+        lambda sg: SlidingPSN(3, exp_init=False, surrogate_function=sg, step_mode="m"),
         lambda sg: MFPSN(
-            3, channels=3, threshold="learnable", quantize=False, surrogate_function=sg
+            2, dilation=2, channels=3, quantize=False, surrogate_function=sg, step_mode="m"
+        ),
+        lambda sg: MFPSN(
+            3,
+            channels=3,
+            threshold="learnable",
+            quantize=False,
+            surrogate_function=sg,
+            step_mode="m",
         ),
     ],
 )
@@ -71,11 +78,36 @@ def test_neurons(make):
     _check(run, x, *params)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda sg: MaskedPSN(2, 4, lambda_init=1.0, surrogate_function=sg),
+        lambda sg: SlidingPSN(3, exp_init=False, surrogate_function=sg),
+        lambda sg: MFPSN(2, dilation=2, channels=3, quantize=False, surrogate_function=sg).eval(),
+        lambda sg: MFPSN(
+            3, channels=3, threshold="learnable", quantize=False, surrogate_function=sg
+        ),
+    ],
+)
+def test_single_step_sequences_back_propagate_through_the_queue(make):
+    """Step t's output depends on the queued inputs of earlier steps, and its gradient says so."""
+    neuron = make(SMOOTH[0]).double()
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    params = [p for p in neuron.parameters()]
+
+    def run(x, *_):
+        neuron.reset()
+        return torch.stack([neuron(x[t]) for t in range(x.shape[0])])
+
+    _check(run, x, *params)
+
+
 def test_quantized_mfpsn_weight_gradient_is_the_gradient_of_the_quantized_weight():
     """STE: ∂L/∂W equals ∂L/∂Wq of the same forward with Wq as a free tensor."""
     torch.manual_seed(0)
     sg = SMOOTH[0]
-    neuron = MFPSN(3, channels=2, threshold="learnable", surrogate_function=sg).double()
+    neuron = MFPSN(3, channels=2, threshold="learnable", surrogate_function=sg, step_mode="m")
+    neuron = neuron.double()
     x = torch.randn(6, 2, 2, dtype=torch.float64)
     (g_latent,) = torch.autograd.grad(neuron(x).sum(), neuron.weight)
     wq = neuron._quantized(neuron.weight.detach()).requires_grad_()

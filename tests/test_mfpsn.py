@@ -1,15 +1,18 @@
 """MFPSN against an independent loop-over-time implementation of DESIGN.md §1."""
 
+import functools
 import math
 
 import pytest
 import torch
 from spikingjelly.activation_based import functional, surrogate
 
-from spikingjelly_psn import MFPSN, materialize, sawtooth_dilations
+from spikingjelly_psn import MFPSN as SingleStepDefaultMFPSN
+from spikingjelly_psn import materialize, sawtooth_dilations
 from spikingjelly_psn.ops.quantize import quantize_power_of_two
 
 SMOOTH = surrogate.ATan(spiking=False)
+MFPSN = functools.partial(SingleStepDefaultMFPSN, step_mode="m")  # these tests feed sequences
 
 
 def q_scalar(w: float, exp_min=None, exp_max=None) -> float:
@@ -153,18 +156,62 @@ def test_quantized_weights_are_powers_of_two_in_training_and_eval():
     assert torch.equal(torch.exp2(torch.log2(weight.abs()).round()), weight.abs())
 
 
-def test_eval_constants_are_computed_once_and_follow_parameter_updates():
+def _twin_output(neuron, x):
+    twin = MFPSN(neuron.k, dilation=neuron.dilation, channels=neuron.channels).eval()
+    twin.load_state_dict(neuron.state_dict())
+    return twin(x)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda n: n.weight.data.mul_(-1),
+        lambda n: n.running_mean.data.add_(5),
+        lambda n: n.gamma.data.copy_(torch.full_like(n.gamma, 3.0)),
+        lambda n: n.load_state_dict({**n.state_dict(), "beta": torch.full_like(n.beta, 2.0)}),
+    ],
+    ids=["data-mul", "data-add", "copy", "load_state_dict"],
+)
+def test_eval_output_follows_every_kind_of_parameter_edit(edit):
+    """No cache to go stale: edits through .data, load_state_dict, copy_ all reach the output."""
+    torch.manual_seed(4)
     neuron = MFPSN(3, channels=2).eval()
-    x = torch.randn(4, 1, 2)
+    x = torch.randn(6, 3, 2)
     with torch.no_grad():
-        first = neuron._eval_constants()
-        assert neuron._eval_constants() is first
-        neuron.gamma.mul_(3.0)
-        second = neuron._eval_constants()
-    assert second is not first
-    assert not torch.equal(second[0], first[0])
+        neuron.running_var.fill_(0.5)
+        before = neuron(x)
+        edit(neuron)
+        after = neuron(x)
+        assert not torch.equal(after, before)
+        assert torch.equal(after, _twin_output(neuron, x))
+
+
+def test_ema_copy_follows_its_averaged_parameters_and_buffers():
+    torch.manual_seed(6)
+    neuron = MFPSN(3, channels=2).eval()
+    ema = torch.optim.swa_utils.AveragedModel(
+        neuron, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.5), use_buffers=True
+    )
+    x = torch.randn(6, 3, 2)
+    other = MFPSN(3, channels=2).eval()
     with torch.no_grad():
-        neuron(x)
+        other.running_mean.fill_(0.7)
+        other.beta.fill_(0.5)
+        before = ema(x)
+        ema.update_parameters(other)
+        after = ema(x)
+        assert not torch.equal(after, before)
+        assert torch.equal(after, _twin_output(ema.module, x))
+
+
+def test_eval_output_follows_data_edits_the_old_cache_missed():
+    torch.manual_seed(5)
+    neuron = MFPSN(3, channels=2).eval()
+    x = torch.randn(6, 3, 2)
+    with torch.no_grad():
+        before = neuron(x)
+        neuron.weight.data.mul_(-1)
+        assert not torch.equal(neuron(x), before)
 
 
 @pytest.mark.parametrize("k, dilation", [(3, 1), (2, 3), (4, 2), (1, 1)])
@@ -172,7 +219,7 @@ def test_eval_constants_are_computed_once_and_follow_parameter_updates():
 def test_streaming_equals_one_call_in_eval(k, dilation, threshold):
     torch.manual_seed(k * 10 + dilation)
     x = torch.randn(11, 2, 3, 2, 2)
-    neuron = MFPSN(k, dilation=dilation, channels=3, threshold=threshold).eval()
+    neuron = MFPSN(k, dilation=dilation, channels=3, threshold=threshold, streaming=True).eval()
     with torch.no_grad():
         full = neuron(x)
         functional.reset_net(neuron)
@@ -191,7 +238,7 @@ def test_lazy_channels_and_materialize():
     materialize(net, torch.randn(4, 2, 5, 3, 3))
     assert neuron.channels == 5 and neuron.training
     assert neuron.weight.shape == (5, 3)
-    assert neuron.history is None  # materialize resets
+    assert neuron.queue == []  # materialize resets
     assert torch.equal(neuron.running_mean, torch.zeros(5))  # eval forward left stats alone
     torch.optim.SGD(net.parameters(), lr=0.1)  # all parameters are real now
 
@@ -215,9 +262,10 @@ def test_channels_argument_and_learnable_threshold_keys():
         "beta",
         "running_mean",
         "running_var",
+        "_extra_state",
     }
     neuron = MFPSN(2, channels=3, threshold="learnable", v_threshold=0.5)
-    assert set(neuron.state_dict()) == {"weight", "bias"}
+    assert set(neuron.state_dict()) == {"weight", "bias", "_extra_state"}
     assert torch.equal(neuron.bias, torch.full((3,), -0.5))
 
 
@@ -244,3 +292,21 @@ def test_sawtooth_dilations():
     assert sawtooth_dilations(0) == []
     with pytest.raises(ValueError, match="period"):
         sawtooth_dilations(3, period=0)
+
+
+def test_state_saved_with_another_dilation_or_threshold_is_refused():
+    source = MFPSN(3, dilation=2, channels=4)
+    with pytest.raises(
+        ValueError, match="saved from an MFPSN with dilation=2, but this one has dilation=1"
+    ):
+        MFPSN(3, dilation=1, channels=4).load_state_dict(source.state_dict())
+    MFPSN(3, dilation=2, channels=4).load_state_dict(source.state_dict())
+
+
+def test_lazy_neuron_loaded_with_strict_false_from_a_partial_state_says_what_is_missing():
+    partial = {"weight": torch.randn(4, 3)}
+    target = MFPSN(3)
+    result = target.load_state_dict(partial, strict=False)
+    assert "gamma" in result.missing_keys
+    with pytest.raises(ValueError, match="gamma.*not initialised"):
+        target(torch.randn(5, 2, 4))

@@ -35,8 +35,8 @@ def test_bad_schedules():
 
 
 def test_lambda_ramp_does_not_recompile_a_compiled_model_per_value():
-    """The forward reads λ from the buffer and branches only on 'causal yet'."""
-    neuron = MaskedPSN(2, 4)
+    """The forward reads λ from the buffer and never branches on it: one graph for the ramp."""
+    neuron = MaskedPSN(2, 4, step_mode="m")
     graphs = []
 
     def count_graphs(gm, example_inputs):
@@ -48,4 +48,4 @@ def test_lambda_ramp_does_not_recompile_a_compiled_model_per_value():
     for epoch in range(12):
         LambdaSchedule(12, "linear").apply(neuron, epoch)
         assert torch.equal(compiled(x), neuron(x))
-    assert len(graphs) == 2  # λ < 1 and λ = 1
+    assert len(graphs) == 1

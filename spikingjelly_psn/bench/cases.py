@@ -109,16 +109,17 @@ def _plugin(spec: CaseSpec) -> tuple[nn.Module, int | None, int | None]:
     try:
         if spec.neuron == "psn":
             return cls(spec.T, backend=spec.backend), None, None
+        mode = {"step_mode": "m", "backend": spec.backend}  # whole sequences, as the baselines
         if spec.neuron == "masked":
-            return cls(k, spec.T, lambda_init=1.0, backend=spec.backend), k, None
+            return cls(k, spec.T, lambda_init=1.0, **mode), k, None
         if spec.neuron == "sliding":
-            return cls(spec.k, backend=spec.backend), spec.k, None
+            return cls(spec.k, **mode), spec.k, None
         module = cls(
             spec.k,
             dilation=spec.dilation,
             channels=spec.channels,
             threshold=spec.mfpsn_threshold,
-            backend=spec.backend,
+            **mode,
         )
         return module, spec.k, spec.dilation
     except (ImportError, NotImplementedError) as exc:

@@ -5,6 +5,7 @@ from spikingjelly_psn.neuron.mfpsn import MFPSN
 from spikingjelly_psn.neuron.psn import PSN
 from spikingjelly_psn.neuron.schedules import LambdaSchedule, sawtooth_dilations
 from spikingjelly_psn.neuron.sliding_psn import SlidingPSN
+from spikingjelly_psn.neuron.streaming import set_streaming
 
 #: Every plugin neuron class.
 NEURONS = (PSN, MaskedPSN, SlidingPSN, MFPSN)
@@ -17,4 +18,5 @@ __all__ = [
     "MaskedPSN",
     "SlidingPSN",
     "sawtooth_dilations",
+    "set_streaming",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -26,7 +27,7 @@ def check_reset_kwargs(cls_name: str, kwargs: dict) -> None:
     if kwargs and cls_name not in _warned_reset_kwargs:
         _warned_reset_kwargs.add(cls_name)
         warnings.warn(
-            f"{cls_name} has no reset, so {sorted(kwargs)} are ignored.", UserWarning, stacklevel=3
+            f"{cls_name} has no reset, so {sorted(kwargs)} are ignored.", UserWarning, stacklevel=4
         )
 
 
@@ -34,6 +35,14 @@ def check_positive_int(name: str, value: int, cls_name: str) -> int:
     """``value`` if it is an integer >= 1, else a ``ValueError`` naming the argument."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{cls_name}: {name} must be an integer >= 1, got {value!r}.")
+    return value
+
+
+def check_finite(name: str, value: float, cls_name: str) -> float:
+    """``float(value)`` if it is a finite number, else a ``ValueError`` naming the argument."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{cls_name}: {name} must be a finite number, got {value!r}.")
     return value
 
 
@@ -53,30 +62,30 @@ def check_input(x: torch.Tensor, cls_name: str, min_dim: int, layout: str) -> No
         )
 
 
-def next_history(history: torch.Tensor | None, x_seq: torch.Tensor, length: int):
-    """The last ``length`` inputs of ``history ++ x_seq`` (zeros before the first), or None if 0.
-
-    The history is data, not graph: gradients do not flow from one call into the previous one,
-    and a forgotten ``reset_net`` cannot keep an old batch's graph alive.
-    """
-    if length == 0:
+def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast would run a matmul on ``x`` in, or None outside autocast (or for fp64)."""
+    device = x.device.type
+    if x.dtype == torch.float64 or not torch.is_autocast_enabled(device):
         return None
-    x_seq = x_seq.detach()
-    if history is None and x_seq.shape[0] >= length:
-        return x_seq[-length:]
-    if history is None:
-        history = x_seq.new_zeros((length, *x_seq.shape[1:]))
-    return torch.cat([history.to(x_seq.dtype), x_seq])[-length:]
+    return torch.get_autocast_dtype(device)
 
 
-def check_history(history: torch.Tensor | None, x_seq: torch.Tensor, cls_name: str) -> None:
-    """Input history from the previous call must match this input's per-step shape."""
-    if history is not None and history.shape[1:] != x_seq.shape[1:]:
+def check_matmul_dtypes(x: torch.Tensor, weight: torch.Tensor, cls_name: str) -> None:
+    """Outside autocast, ``addmm`` needs the input in the parameters' dtype: say how to get there."""
+    if x.dtype != weight.dtype and autocast_dtype(x) is None:
+        raise TypeError(
+            f"{cls_name}'s parameters are {weight.dtype} but the input is {x.dtype}: run the "
+            f"model under torch.autocast, convert the module with .to({x.dtype}), or convert "
+            f"the input with .to({weight.dtype})."
+        )
+
+
+def check_steps(x_seq: torch.Tensor, cls_name: str) -> None:
+    """A multi-step input needs at least one time-step along dim 0."""
+    if x_seq.shape[0] == 0:
         raise ValueError(
-            f"{cls_name} carries the input history of its previous call, shaped "
-            f"{tuple(history.shape[1:])} per step, but this input is {tuple(x_seq.shape[1:])} per "
-            "step. Call spikingjelly.activation_based.functional.reset_net(net) between "
-            "independent sequences."
+            f"{cls_name} got an input with 0 time-steps (shape {tuple(x_seq.shape)}); "
+            "a multi-step input is [T, N, *] with T >= 1."
         )
 
 
@@ -88,9 +97,6 @@ class PSNFamilyMixin:
 
     #: Step modes the class supports; PSN overrides with ``("m",)``.
     step_modes: tuple[str, ...] = ("s", "m")
-    #: The input layout of one step, for error messages, and its lowest rank.
-    single_step_layout: str = "[N, *]"
-    single_step_min_dim: int = 1
 
     def _init_family(
         self, surrogate_function, step_mode: str, backend: str, reset_kwargs: dict
@@ -121,19 +127,6 @@ class PSNFamilyMixin:
 
     def _single_step_hint(self) -> str:
         return ""
-
-    def _check_single_step(self) -> None:
-        """Raise if the neuron cannot run one step at a time in its current state."""
-
-    def single_step_functional_forward(self, inputs, states, **kwargs):
-        """One step is a one-step sequence: the same math (torch backend) and the same state."""
-        x = inputs[0]
-        check_input(x, type(self).__name__, self.single_step_min_dim, self.single_step_layout)
-        self._check_single_step()
-        (spikes,), states = self.multi_step_functional_forward(
-            (x.unsqueeze(0),), states, single=True
-        )
-        return (spikes[0],), states
 
     @property
     def supported_backends(self) -> tuple[str, ...]:

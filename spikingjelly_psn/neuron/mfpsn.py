@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -9,19 +10,24 @@ import torch
 from spikingjelly.activation_based import base
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import is_lazy
 
 from spikingjelly_psn import ops
+from spikingjelly_psn.neuron import queue as q
 from spikingjelly_psn.neuron.common import (
     PSNFamilyMixin,
-    check_history,
+    autocast_dtype,
+    check_finite,
     check_input,
     check_positive_int,
-    next_history,
+    check_steps,
 )
+from spikingjelly_psn.ops import reference
 from spikingjelly_psn.ops.quantize import power_of_two_exponent, quantize_power_of_two
 from spikingjelly_psn.ops.reference import accumulation_dtype
 
 THRESHOLDS = ("bn", "learnable")
+_EXTRA_STATE = "_extra_state"  # the key torch.nn.Module uses for get_extra_state()
 
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
@@ -39,9 +45,11 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
     uses ``Wq = Q(W)`` and a per-channel ``bias``. ``Q(w) = sign(w)·2^round(log2|w|)`` (optional
     exponent bounds) with a straight-through gradient; ``quantize=False`` keeps float weights.
 
-    With ``channels=None`` the per-channel parameters are created from the first input: run
-    :func:`spikingjelly_psn.materialize` before building the optimizer or wrapping in DDP.
-    Consecutive calls continue one sequence (the last ``(k−1)·d`` inputs are kept) until ``reset()``.
+    Step modes as SpikingJelly's sliding PSN: ``step_mode='s'`` by default, a multi-step call is
+    one whole sequence, single steps (eval mode with the bn threshold) queue the last ``(k−1)·d``
+    inputs until ``reset()``; ``streaming=True`` makes consecutive multi-step calls chunks of one
+    sequence. With ``channels=None`` the per-channel parameters are created from the first input:
+    run :func:`spikingjelly_psn.materialize` before building the optimizer or wrapping in DDP.
     """
 
     cls_to_become = None
@@ -58,9 +66,10 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
         momentum: float = 0.1,
         eps: float = 1e-5,
         surrogate_function=None,
-        step_mode: str = "m",
+        step_mode: str = "s",
         backend: str = "torch",
         v_threshold: float = 1.0,
+        streaming: bool = False,
         **reset_kwargs,
     ):
         with warnings.catch_warnings():  # torch's "lazy modules are a new feature" notice
@@ -70,15 +79,23 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
         self.dilation = check_positive_int("dilation", dilation, "MFPSN")
         if threshold not in THRESHOLDS:
             raise ValueError(f"MFPSN: threshold must be one of {THRESHOLDS}, got {threshold!r}.")
+        for name, bound in (("exp_min", exp_min), ("exp_max", exp_max)):
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int)):
+                raise ValueError(f"MFPSN: {name} must be an integer or None, got {bound!r}.")
         if exp_min is not None and exp_max is not None and exp_min > exp_max:
             raise ValueError(f"MFPSN: exp_min={exp_min} is greater than exp_max={exp_max}.")
+        self.momentum = check_finite("momentum", momentum, "MFPSN")
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"MFPSN: momentum must be in [0, 1], got {momentum!r}.")
+        self.eps = check_finite("eps", eps, "MFPSN")
+        if self.eps <= 0.0:
+            raise ValueError(f"MFPSN: eps must be > 0 (it keeps 1/√(σ²+eps) finite), got {eps!r}.")
         self.threshold = threshold
-        self.quantize = quantize
+        self.quantize = bool(quantize)
         self.exp_min, self.exp_max = exp_min, exp_max
-        self.momentum, self.eps = momentum, eps
-        self.v_threshold = float(v_threshold)
-        self.register_memory("history", None)
-        self._eval_cache: tuple | None = None
+        self.v_threshold = check_finite("v_threshold", v_threshold, "MFPSN")
+        self.streaming = bool(streaming)
+        self.register_memory("queue", [])
         self.weight = nn.UninitializedParameter()
         if threshold == "bn":
             self.gamma = nn.UninitializedParameter()
@@ -96,6 +113,11 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
     def channels(self) -> int | None:
         """The number of channels, or None before the first input."""
         return None if self.has_uninitialized_params() else self.weight.shape[0]
+
+    @property
+    def lag(self) -> int:
+        """How many steps back the oldest tap reaches: ``(k−1)·dilation``."""
+        return (self.k - 1) * self.dilation
 
     def materialize_channels(
         self, channels: int, device: torch.device | None = None, dtype: torch.dtype | None = None
@@ -122,12 +144,58 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
         """Lazy hook: channels from dim 2 of the first multi-step input (dim 1 of a single step)."""
         if not self.has_uninitialized_params():
             return
+        self._check_all_or_nothing_materialized()
         check_input(x, "MFPSN", 3 if self.step_mode == "m" else 2, self._layout())
+        channels = x.shape[2 if self.step_mode == "m" else 1]
+        if channels == 0:
+            raise ValueError(
+                f"MFPSN got an input with 0 channels (shape {tuple(x.shape)}, channels at dim "
+                f"{2 if self.step_mode == 'm' else 1}); it needs at least one channel."
+            )
         dtype = torch.float64 if x.dtype == torch.float64 else torch.get_default_dtype()
-        self.materialize_channels(x.shape[2 if self.step_mode == "m" else 1], x.device, dtype)
+        self.materialize_channels(channels, x.device, dtype)
+
+    def _check_all_or_nothing_materialized(self) -> None:
+        """Some tensors created (a partial state loaded with strict=False) and others not: say which."""
+        tensors = {
+            **dict(self.named_parameters(recurse=False)),
+            **dict(self.named_buffers(recurse=False)),
+        }
+        lazy = sorted(name for name, t in tensors.items() if is_lazy(t))
+        if len(lazy) != len(tensors):
+            raise ValueError(
+                f"MFPSN: {lazy} are not initialised while the other parameters are (a partial "
+                "state_dict loaded with strict=False?); load a state_dict with all of "
+                f"{sorted(tensors)}, or build a new MFPSN."
+            )
 
     def _layout(self) -> str:
         return "[T, N, C] or [T, N, C, H, W]" if self.step_mode == "m" else "[N, C] or [N, C, H, W]"
+
+    def get_extra_state(self) -> dict:
+        """The hyper-parameters a checkpoint must agree on (the dilation has no tensor of its own)."""
+        return {"k": self.k, "dilation": self.dilation, "threshold": self.threshold}
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)  # lazy modules skip extras
+        destination[prefix + _EXTRA_STATE] = self.get_extra_state()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        missing_keys = args[2]
+        if prefix + _EXTRA_STATE in missing_keys:  # saved before MFPSN stored its dilation
+            missing_keys.remove(prefix + _EXTRA_STATE)
+
+    def set_extra_state(self, state: dict) -> None:
+        mine = self.get_extra_state()
+        differ = {key: value for key, value in state.items() if mine.get(key) != value}
+        if differ:
+            found = ", ".join(f"{key}={value!r}" for key, value in differ.items())
+            here = ", ".join(f"{key}={mine.get(key)!r}" for key in differ)
+            raise ValueError(
+                f"MFPSN: the state_dict was saved from an MFPSN with {found}, but this one has "
+                f"{here}; build the neuron with the same arguments before loading."
+            )
 
     # ----------------------------------------------------------------- folding
     def _quantized(self, w: torch.Tensor) -> torch.Tensor:
@@ -140,26 +208,14 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
         return weight, _wide(self.beta) - mean * scale
 
     def _eval_constants(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weights and bias of the eval-mode neuron, computed once per parameter change."""
+        """Weights and bias of the eval-mode neuron.
+
+        Recomputed on every call (a few ops on ``[C, k]``): a cache keyed on the tensors would go
+        stale when code edits them through ``.data``, as EMA and pruning tools do.
+        """
         if self.threshold == "learnable":
-            tensors = (self.weight, self.bias)
-        else:
-            tensors = (self.weight, self.gamma, self.beta, self.running_mean, self.running_var)
-        # a graph that needs gradients, or one torch.compile traces, folds the constants itself
-        cacheable = not torch.compiler.is_compiling() and not (
-            torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-        )
-        if cacheable:
-            key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
-            if self._eval_cache is not None and self._eval_cache[0] == key:
-                return self._eval_cache[1]
-        if self.threshold == "learnable":
-            constants = (self._quantized(_wide(self.weight)), _wide(self.bias))
-        else:
-            constants = self._fold(_wide(self.running_mean), _wide(self.running_var))
-        if cacheable:
-            self._eval_cache = (key, constants)
-        return constants
+            return self._quantized(_wide(self.weight)), _wide(self.bias)
+        return self._fold(_wide(self.running_mean), _wide(self.running_var))
 
     def export_integer(self) -> dict[str, torch.Tensor | int]:
         """The eval-mode neuron for shift-and-add hardware: per channel and tap the sign and
@@ -199,39 +255,64 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
                 f"channels at dim 2 (shape {tuple(x_seq.shape)}); use one MFPSN per layer."
             )
 
-    single_step_layout = "[N, C] or [N, C, H, W]"
-    single_step_min_dim = 2
-
-    def _check_single_step(self) -> None:
+    def single_step_functional_forward(self, inputs, states, **kwargs):
+        x = inputs[0]
+        check_input(x, "MFPSN", 2, "[N, C] or [N, C, H, W]")
         if self.training and self.threshold == "bn":
             raise RuntimeError(
-                "MFPSN with threshold='bn' needs the whole sequence in training (its batch "
-                "statistics span all time-steps); single-step mode works in eval mode (net.eval())."
+                "MFPSN with threshold='bn' needs whole sequences in training (its batch "
+                "statistics span all time-steps): use step_mode='m' "
+                "(functional.set_step_mode(net, 'm')) and feed [T, N, C, *] input; single steps "
+                "work in eval mode (net.eval())."
             )
+        (queue,) = states
+        q.check_queue(queue, x.shape, "MFPSN")
+        queue = q.push(queue, x, self.lag + 1)
+        steps = q.window(queue, self.lag + 1, x)  # gradients flow back into the queued inputs
+        history = steps[:-1] if self.lag else None
+        spikes = self._fire(steps[-1:], history, reference.causal_conv_fire)
+        return (spikes[0],), (queue,)
 
-    def multi_step_functional_forward(self, inputs, states, single: bool = False, **kwargs):
+    def multi_step_functional_forward(self, inputs, states, **kwargs):
         x_seq = inputs[0]
         check_input(x_seq, "MFPSN", 3, "[T, N, C] or [T, N, C, H, W]")
+        (queue,) = states
+        history = None
+        if self.streaming:
+            q.check_queue(queue, x_seq.shape[1:], "MFPSN")
+            if queue and self.lag and len(x_seq):
+                history = q.window(queue, self.lag, x_seq[0]).detach()
+            states = (q.extend(queue, x_seq, self.lag + 1),)
+        dtype = autocast_dtype(x_seq)
+        x = x_seq if dtype is None else x_seq.to(dtype)  # as a convolution runs under autocast
+        fire = functools.partial(ops.causal_conv_fire, backend=self.backend)
+        return (self._fire(x, history, fire),), states
+
+    def _fire(self, x_seq: torch.Tensor, history: torch.Tensor | None, fire) -> torch.Tensor:
+        """Fold the threshold for this mode and fire; ``fire`` is a ``causal_conv_fire`` op."""
         self._check_channels(x_seq)
-        (history,) = states
-        check_history(history, x_seq, "MFPSN")
         T, N, C = x_seq.shape[:3]
-        x4 = x_seq.reshape(T, N, C, -1)
-        h4 = None if history is None else history.reshape(history.shape[0], N, C, -1)
-        backend = "torch" if single else self.backend
+        S = math.prod(x_seq.shape[3:])
+        x4 = x_seq.reshape(T, N, C, S)
+        h4 = None if history is None else history.reshape(history.shape[0], N, C, S)
         if self.training and self.threshold == "bn":
-            mean, var = ops.conv_channel_stats(x4, self.weight, self.dilation, h4, backend)
+            check_steps(x_seq, "MFPSN")
+            if x4.numel() == 0:
+                raise ValueError(
+                    f"MFPSN with threshold='bn' got an empty batch (shape {tuple(x_seq.shape)}) "
+                    "in training; batch statistics need at least one value per channel."
+                )
+            mean, var = ops.conv_channel_stats(x4, self.weight, self.dilation, h4, self.backend)
             self._update_running_stats(mean, var, x4.numel() // C)
             weight, bias = self._fold(mean, var)
         elif self.training:
             weight, bias = self._quantized(_wide(self.weight)), _wide(self.bias)
         else:
             weight, bias = self._eval_constants()
-        spikes = ops.causal_conv_fire(
-            x4, weight, bias, self.dilation, self.surrogate_function, h4, self.quantize, backend
-        )
-        new_history = next_history(history, x_seq, (self.k - 1) * self.dilation)
-        return (spikes.view(x_seq.shape),), (new_history,)
+        if x4.numel() == 0:
+            return torch.empty_like(x_seq)
+        spikes = fire(x4, weight, bias, self.dilation, self.surrogate_function, h4, self.quantize)
+        return spikes.view(x_seq.shape)
 
     def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
         """As ``torch.nn.BatchNorm``: momentum average of the mean and the unbiased variance."""

@@ -44,12 +44,9 @@ class NeuronMaker:
         }
         if self.cfg.name == "MFPSN":
             kwargs["dilation"] = self.dilation(self.count)
-        step_mode = extra.pop("step_mode", "m")
+        kwargs["step_mode"] = extra.pop("step_mode", "m")  # the nets feed whole sequences
         self.count += 1
-        module = self.cls(**kwargs)
-        if hasattr(module, "step_mode"):
-            module.step_mode = step_mode
-        return module
+        return self.cls(**kwargs)
 
 
 def _class_and_kwargs(cfg: NeuronConfig, T: int) -> tuple[Callable[..., nn.Module], dict]:
