@@ -279,10 +279,8 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
         (queue,) = states
         history = None
         if self.streaming:
-            q.check_queue(queue, x_seq.shape[1:], "MFPSN")
-            if queue and self.lag and len(x_seq):
-                history = q.window(queue, self.lag, x_seq[0]).detach()
-            states = (q.extend(queue, x_seq, self.lag + 1),)
+            history, queue = q.continue_stream(queue, x_seq, self.lag, self.lag + 1, "MFPSN")
+            states = (queue,)
         dtype = autocast_dtype(x_seq)
         x = x_seq if dtype is None else x_seq.to(dtype)  # as a convolution runs under autocast
         fire = functools.partial(ops.causal_conv_fire, backend=self.backend)

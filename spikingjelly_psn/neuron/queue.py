@@ -43,3 +43,15 @@ def window(queue: Sequence[torch.Tensor], length: int, step: torch.Tensor) -> to
     if missing:
         steps = [*step.new_zeros((missing, *step.shape)).unbind(0), *steps]
     return torch.stack(steps)
+
+
+def continue_stream(
+    queue: Sequence[torch.Tensor], x_seq: torch.Tensor, lag: int, keep: int, cls_name: str
+) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    """For a streamed chunk ``x_seq``: the ``lag`` inputs before it (None at a stream's start),
+    as data, and the queue after it (the newest ``keep`` steps)."""
+    check_queue(queue, x_seq.shape[1:], cls_name)
+    history = None
+    if queue and lag and len(x_seq):
+        history = window(queue, lag, x_seq[0]).detach()
+    return history, extend(queue, x_seq, keep)

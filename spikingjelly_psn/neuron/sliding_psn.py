@@ -79,10 +79,8 @@ class SlidingPSN(PSNFamilyMixin, base.MemoryModule):
         (queue,) = states
         history = None
         if self.streaming:
-            q.check_queue(queue, x_seq.shape[1:], "SlidingPSN")
-            if queue and self.k > 1 and len(x_seq):
-                history = q.window(queue, self.k - 1, x_seq[0]).detach()
-            states = (q.extend(queue, x_seq, self.k),)
+            history, queue = q.continue_stream(queue, x_seq, self.k - 1, self.k, "SlidingPSN")
+            states = (queue,)
         if x_seq.shape[0] == 0:
             return (torch.empty_like(x_seq),), states
         x, weight, bias = x_seq, self.weight, self.bias
