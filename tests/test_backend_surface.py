@@ -1,4 +1,4 @@
-"""The backend surface (DESIGN.md §2): property, setter, set_backend, CuPy errors; registration."""
+"""The backend surface (docs/design.md §2): property, setter, set_backend, CuPy errors; registration."""
 
 import logging
 import subprocess

@@ -1,4 +1,4 @@
-"""MFPSN against an independent loop-over-time implementation of DESIGN.md §1."""
+"""MFPSN against an independent loop-over-time implementation of docs/design.md §1."""
 
 import functools
 import math
@@ -39,7 +39,7 @@ def loop_charge(x, weight, dilation):
 
 
 def loop_mfpsn(x, neuron, training):
-    """The whole neuron (threshold, folding, quantizing) from DESIGN.md §1, in float64."""
+    """The whole neuron (threshold, folding, quantizing) from docs/design.md §1, in float64."""
     w = neuron.weight.detach().double()
     dims = [d for d in range(x.dim()) if d != 2]
     view = (1, 1, -1, *([1] * (x.dim() - 3)))

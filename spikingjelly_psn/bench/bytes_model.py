@@ -1,4 +1,4 @@
-"""The byte count that defines achieved bandwidth (DESIGN.md §4).
+"""The byte count that defines achieved bandwidth (docs/design.md §4).
 
 One *pass* reads or writes one ``[T, N']`` tensor. The counts below are the fewest passes each op
 needs, so ``bytes / time`` measures how close an implementation gets to the memory floor, whatever
