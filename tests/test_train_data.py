@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spikingjelly_psn.train.config import load_config
+from spikingjelly_psn.train.config import load_config, time_steps
 from spikingjelly_psn.train.data import build_data, steps_of, to_time_major
 from spikingjelly_psn.train.fake import make_fake_dataset
 from spikingjelly_psn.train.loss import loss_fn, mix_batch
@@ -25,7 +25,8 @@ def test_neuromorphic_frames_from_fake_events(tmp_path, dataset, shape, classes)
     resize = ["data.resize=48"] if dataset == "cifar10dvs" else []
     cfg = load_config(
         None,
-        [f"data.dataset={dataset}", f"data.root={root}", "data.T=3", "data.split_by=time", *resize],
+        [f"data.dataset={dataset}", f"data.root={root}", "data.T=3", "data.split_by=time", *resize]
+        + ["neuron.k=2"],
     )
     bundle = build_data(cfg)
     x, y = bundle.train[0]
@@ -35,12 +36,15 @@ def test_neuromorphic_frames_from_fake_events(tmp_path, dataset, shape, classes)
     batch = torch.stack([x, bundle.test[0][0]])
     assert to_time_major(batch, bundle.layout, 3).shape == (3, 2, *shape[1:])
     assert (root / "frames_number_3_split_by_time").is_dir()
+    assert time_steps(cfg.data) == steps_of(bundle, cfg.data) == 3
 
 
 def test_cifar10dvs_split_is_per_class_and_disjoint(tmp_path):
     root = make_fake_dataset("cifar10dvs", tmp_path, per_class=5)
     cfg = load_config(
-        None, ["data.dataset=cifar10dvs", f"data.root={root}", "data.T=2", "data.test_fraction=0.1"]
+        None,
+        ["data.dataset=cifar10dvs", f"data.root={root}", "data.T=2", "data.test_fraction=0.1"]
+        + ["neuron.k=2"],
     )
     bundle = build_data(cfg)
     train, test = set(bundle.train.indices), set(bundle.test.indices)
@@ -64,6 +68,7 @@ def test_cifar_sequential_and_static(tmp_path, mode, layout, shape):
             f"data.root={root}",
             f"data.mode={mode}",
             "data.T=4",
+            "neuron.k=2",
             "data.trivial_augment=true",
             "data.hflip=true",
         ],
@@ -72,6 +77,7 @@ def test_cifar_sequential_and_static(tmp_path, mode, layout, shape):
     assert bundle.layout == layout and bundle.num_classes == 10
     x = torch.stack([bundle.train[0][0], bundle.train[1][0]])
     assert to_time_major(x, layout, steps_of(bundle, cfg.data)).shape == shape
+    assert time_steps(cfg.data) == steps_of(bundle, cfg.data)  # what the config checks k against
 
 
 def test_digits_split_is_fixed_and_stratified():
@@ -82,6 +88,7 @@ def test_digits_split_is_fixed_and_stratified():
     counts = torch.bincount(a.test.tensors[1], minlength=10)
     assert counts.min() >= 35 and counts.max() <= 37
     assert to_time_major(a.test.tensors[0][:5], "pixels", 64).shape == (64, 5, 1)
+    assert time_steps(cfg.data) == steps_of(a, cfg.data) == 64
 
 
 def test_mixing_and_tet_loss():
@@ -99,3 +106,4 @@ def test_mixing_and_tet_loss():
     assert tet.item() != ce.item()
     tet.backward()
     assert out.grad is not None and out.grad[0].abs().sum() > 0
+
