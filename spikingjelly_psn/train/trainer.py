@@ -370,4 +370,5 @@ class Trainer:
 
 def save_config(cfg: Config, out: Path) -> None:
     """The resolved config beside the run's outputs (what ``--resume`` reads back)."""
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()
+    ckpt.write_atomic(out / "config.yaml", lambda f: f.write(text))
