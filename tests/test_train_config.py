@@ -49,6 +49,7 @@ def test_overrides_apply_and_ints_widen_to_floats():
             "neuron.k=33 exceeds the 32 time-steps; set neuron.k<=32",
         ),
         (["neuron.name=LIFNode", "neuron.tau=1"], "neuron.tau must be > 1 for LIFNode, got 1.0"),
+        (["train.nonfinite_patience=-1"], "train.nonfinite_patience must be >= 0, got -1"),
         (["name=../../x"], "name '../../x' must be a plain folder name"),
         (["name=/tmp/x"], "name '/tmp/x' must be a plain folder name"),
         (["name=.."], "name '..' must be a plain folder name"),

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from spikingjelly_psn.train import checkpoint as ckpt
+from spikingjelly_psn.train import trainer as trainer_module
 from spikingjelly_psn.train.cli import main
 from spikingjelly_psn.train.runfolder import claim
-from spikingjelly_psn.train.trainer import CrashForTest
+from spikingjelly_psn.train.trainer import CrashForTest, nonfinite_tensors
 
 # 48 samples in batches of 16: 3 batches per epoch.
 TINY = [
@@ -34,6 +35,54 @@ def _run(out, *extra):
 
 def _epochs(out):
     return [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _nan_loss_in_batches(monkeypatch, batches):
+    """Make the training loss NaN in the given (1-based, counted over the run) batches."""
+    real, calls = trainer_module.loss_fn, [0]
+
+    def loss_fn(out, target, optim, train):
+        loss = real(out, target, optim, train=train)
+        if train:
+            calls[0] += 1
+            if calls[0] in batches:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(trainer_module, "loss_fn", loss_fn)
+
+
+def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    _nan_loss_in_batches(monkeypatch, {5})  # epoch 2, batch 2
+    out = tmp_path / "run"
+    assert _run(out, "train.epochs=3") == 1
+    err = capsys.readouterr().err
+    assert "training diverged: the training loss is not finite in batch 2 of epoch 2" in err
+    assert f"{out / 'last.pt'} (epoch 1) is the last good checkpoint" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    state = ckpt.load(out / "last.pt")
+    assert state["epoch"] == 0 and not any(
+        not torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point()
+    )
+    assert _epochs(out) == [1]
+
+
+def test_patience_skips_isolated_nonfinite_batches(tmp_path, monkeypatch):
+    _nan_loss_in_batches(monkeypatch, {5})
+    out = tmp_path / "run"
+    assert _run(out, "train.epochs=2", "train.nonfinite_patience=1") == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("skipped_batches", 0) for r in rows] == [0, 1]
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in rows)
+
+
+def test_nonfinite_weights_are_named():
+    net = torch.nn.BatchNorm1d(2)
+    assert nonfinite_tensors(net) == []
+    net.running_var[0] = float("inf")
+    assert nonfinite_tensors(net) == ["running_var"]
 
 
 def test_best_pt_is_repaired_after_a_kill_between_the_last_and_best_writes(
@@ -88,6 +137,19 @@ def test_a_run_folder_in_use_is_refused(tmp_path, capsys):
     assert not (out / "config.yaml").exists()
 
 
+def test_disk_full_is_a_message_and_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
+    def disk_full(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    out = tmp_path / "run"
+    assert _run(out, "train.epochs=1") == 1
+    err = capsys.readouterr().err
+    assert f"No space left on device ({out / 'last.pt'}); free some space" in err
+    assert "Traceback" not in err
+    assert not list(out.glob(".*.tmp"))
+
+
 def test_read_only_output_folder_is_a_message(tmp_path, monkeypatch, capsys):
     out = tmp_path / "ro" / "run"
     real_mkdir = pathlib.Path.mkdir
@@ -107,3 +169,13 @@ def test_output_below_a_file_is_a_message(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert _run(tmp_path / "file" / "run", "train.epochs=1") == 2
     assert "cannot write to the run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("device", "needle"),
+    [("cpu:99", "the CPU takes no index"), ("tpu", "is not a device"), ("meta", "only cpu")],
+)
+def test_devices_that_do_not_exist_are_refused(tmp_path, capsys, device, needle):
+    assert _run(tmp_path / "run", "--device", device) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import tempfile
 import time
@@ -98,7 +99,7 @@ def _quiet_spikingjelly_logs() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit status."""
+    """Entry point; returns the process exit status (2: bad input, 1: the run failed)."""
     args = build_parser().parse_args(argv)
     try:
         cfg = _resolve(args)
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             return _execute(cfg, args)
     except ConfigError as err:  # checkpoint errors too: a damaged --resume folder is bad input
         return _error(str(err), 2)
+    except RunFailed as err:
+        return _error(str(err), 1)
 
 
 def _error(message: str, status: int) -> int:
@@ -119,13 +122,18 @@ def _error(message: str, status: int) -> int:
     return status
 
 
+class RunFailed(RuntimeError):
+    """A run that stopped before its end: diverged, or a file could not be written."""
+
+
 def _execute(cfg: Config, args: argparse.Namespace) -> int:
     from .dist import init_distributed, shutdown, wait_for_all
     from .runfolder import claim
-    from .trainer import Trainer, pick_device
+    from .trainer import Diverged, Trainer, pick_device
 
     _quiet_spikingjelly_logs()
     info = init_distributed(args.device or "auto")
+    out: Path | None = None
     try:
         device = pick_device(args.device or "auto", info)
         if args.dry_run:
@@ -141,6 +149,10 @@ def _execute(cfg: Config, args: argparse.Namespace) -> int:
             _train(cfg, args, device, info, out, state)
         wait_for_all(info)  # a rank that tears gloo down while another still talks aborts
         return 0
+    except Diverged as err:
+        raise RunFailed(str(err)) from None
+    except OSError as err:
+        raise RunFailed(_os_error_message(err, out)) from None
     finally:
         shutdown(info)
 
@@ -187,3 +199,20 @@ def _train(
     elif info.is_main:
         save_config(cfg, out)
     trainer.run()
+
+
+def _os_error_message(err: OSError, out: Path | None) -> str:
+    """What failed, on which file, and what to do; the last checkpoint is never half-written."""
+    where = f" ({err.filename})" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the folder writable"
+    else:
+        fix = "fix the cause"
+    then = (
+        f"then continue with --resume {out} (its last checkpoint is intact)"
+        if out is not None and (out / "last.pt").exists()
+        else "then start the run again"
+    )
+    return f"{err.strerror or err}{where}; {fix}, {then}"

@@ -118,6 +118,7 @@ class TrainConfig:
     progress: bool = True
     plot: bool = True
     max_batches: int | None = None
+    nonfinite_patience: int = 0
 
 
 @dataclass
@@ -367,6 +368,7 @@ RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("optim.grad_clip", "> 0 or null (off)", lambda v: v > 0),
     ("train.epochs", *_at_least(1)),
     ("train.max_batches", ">= 1 or null", lambda v: v >= 1),
+    ("train.nonfinite_patience", *_at_least(0)),
 )
 
 
