@@ -30,12 +30,68 @@ def test_overrides_apply_and_ints_widen_to_floats():
         (["model.name=resnet18"], "model.name: unknown model 'resnet18'"),
         (["train.amp=fp8"], "train.amp must be 'off' or 'fp16' or 'bf16'"),
         (["optim=3"], "optim must be a mapping"),
+        (["optim.lr=.inf"], "optim.lr must be a finite number, got inf"),
+        (["optim.lr=1e999"], "optim.lr must be a finite number, got inf"),
+        (["optim.momentum=.nan"], "optim.momentum must be a finite number, got nan"),
+        (["optim.grad_clip=-1"], "optim.grad_clip must be > 0 or null (off), got -1.0"),
+        (["optim.grad_clip=0"], "optim.grad_clip must be > 0 or null (off), got 0.0"),
+        (["optim.weight_decay=-1e-4"], "optim.weight_decay must be >= 0, got -0.0001"),
+        (["optim.momentum=1.5"], "optim.momentum must be in [0, 1), got 1.5"),
+        (["seed=-1"], "seed must be in [0, 4294967295], got -1"),
+        (["seed=4294967296"], "seed must be in [0, 4294967295]"),
+        (["data.num_workers=-1"], "data.num_workers must be >= 0, got -1"),
+        (["data.random_erasing=2"], "data.random_erasing must be in [0, 1], got 2.0"),
+        (["model.dropout=1"], "model.dropout must be in [0, 1), got 1.0"),
+        (["neuron.surrogate_alpha=-2"], "neuron.surrogate_alpha must be > 0, got -2.0"),
+        (["neuron.k=1000"], "neuron.k=1000 exceeds the 64 time-steps; set neuron.k<=64"),
+        (
+            ["neuron.name=SlidingPSN", "data.dataset=cifar10", "neuron.k=33"],
+            "neuron.k=33 exceeds the 32 time-steps; set neuron.k<=32",
+        ),
+        (["neuron.name=LIFNode", "neuron.tau=1"], "neuron.tau must be > 1 for LIFNode, got 1.0"),
+        (["train.nonfinite_patience=-1"], "train.nonfinite_patience must be >= 0, got -1"),
+        (["name=../../x"], "name '../../x' must be a plain folder name"),
+        (["name=/tmp/x"], "name '/tmp/x' must be a plain folder name"),
+        (["name=.."], "name '..' must be a plain folder name"),
     ],
 )
 def test_invalid_configs_give_one_message_naming_the_key(override, needle):
     with pytest.raises(ConfigError) as err:
         load_config(None, override)
     assert needle in str(err.value)
+
+
+def test_k_is_free_for_neurons_without_an_order():
+    assert load_config(None, ["neuron.name=PSN", "neuron.k=1000"]).neuron.k == 1000
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("model:\n  kwargs: &a\n    x: *a\n", "holds a recursive YAML alias"),
+        ("model:\n  kwargs:\n    x: &a [1, *a]\n", "holds a recursive YAML alias"),
+        (
+            "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+            + "".join(f"{b}: &{b} [{', '.join(['*' + a] * 10)}]\n" for a, b in zip("abcd", "bcde"))
+            + "model: {kwargs: {x: *e}}\n",
+            "expands to more than 100,000 values through YAML aliases",
+        ),
+        ("model: {kwargs: {x: " + "[" * 5000 + "]" * 5000 + "}}\n", "is nested too deeply"),
+        ("\udcff\n", "cannot be read as text"),
+    ],
+)
+def test_yaml_that_never_ends_or_is_not_text_is_refused(tmp_path, text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(ConfigError, match=needle):
+        load_config(path)
+
+
+def test_recursive_alias_in_an_override_is_refused():
+    with pytest.raises(
+        ConfigError, match="override 'model.kwargs=&x \\[\\*x\\]' holds a recursive"
+    ):
+        parse_override("model.kwargs=&x [*x]")
 
 
 def test_missing_dataset_folder_names_the_path(tmp_path):

@@ -41,7 +41,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]  # rank 0 alone logs
     assert proc.stdout.count("test accuracy:") == 1
-    state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
     # Each rank saw half of the 64 training samples per epoch, evaluation covered all 32.
     assert state["epoch"] == 1 and 0.0 <= rows[-1]["test_acc"] <= 1.0
     assert not list(out.glob("*.tmp"))

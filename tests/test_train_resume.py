@@ -24,7 +24,7 @@ TINY = [
 
 
 def _weights(run):
-    return torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    return torch.load(run / "last.pt", map_location="cpu", weights_only=True)
 
 
 @pytest.mark.parametrize("neuron", ["MFPSN", "MaskedPSN"])
@@ -75,6 +75,10 @@ def test_resume_rejects_new_settings(tmp_path, capsys):
     assert main(["--resume", str(tmp_path), "--set", "optim.lr=1"]) == 2
     assert main(["--resume", str(tmp_path)]) == 2
     assert "no last.pt and config.yaml" in capsys.readouterr().err
+    assert main(["--resume", str(tmp_path), "--out", str(tmp_path / "elsewhere")]) == 2
+    assert f"--resume {tmp_path} continues the run in its own folder; drop --out" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -178,17 +179,23 @@ def build_parser() -> argparse.ArgumentParser:
 def _device(text: str | None):
     import torch
 
+    from ..devices import parse_device
+
     if text is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return parse_device(text)
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out`` and write a probe there, so a sweep never ends unable to save its results."""
     try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"--device {text!r} is not a device (use cpu, cuda or cuda:N)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {text!r}: only cpu and cuda are supported")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {text!r}: CUDA is not available here; use --device cpu")
-    return device
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"--out {out}: cannot write there ({err.strerror}); pass a writable folder"
+        ) from None
 
 
 def config_from(args: argparse.Namespace):
@@ -247,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         cfg = config_from(args)
+        _check_writable(args.out)
     except ValueError as exc:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
@@ -266,15 +274,22 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     torch.manual_seed(args.seed)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["spikingjelly-psn", "bench", *argv])
     rows = run_sweep(cfg, run_info(cfg.device, command))
     table = markdown_table(rows)
-    files = [out / "results.csv", out / "results.md"]
-    write_csv(rows, files[0])
-    files[1].write_text(table + "\n", encoding="utf-8")
-    files += plot_all(rows, out)
-    print(table)
+    print(table)  # first: the results reach the screen even if the files cannot be written
     print()
+    files = [out / "results.csv", out / "results.md"]
+    try:
+        write_csv(rows, files[0])
+        files[1].write_text(table + "\n", encoding="utf-8")
+        files += plot_all(rows, out)
+    except OSError as err:
+        print(
+            f"{parser.prog}: error: cannot write {err.filename or out} ({err.strerror}); "
+            f"the table above holds the results",
+            file=sys.stderr,
+        )
+        return 1
     print(_summary(rows, files))
     return 1 if any(r["status"] == "error" for r in rows) else 0

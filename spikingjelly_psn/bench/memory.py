@@ -40,3 +40,22 @@ def cuda_peak_delta(call: Callable[[], object], device: torch.device) -> int | N
     peak = torch.cuda.max_memory_allocated(device) - base
     del result
     return max(peak, 0)
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Bytes that new tensors on ``device`` can still take; ``None`` where that is unknown.
+
+    CUDA: the driver's free memory plus what PyTorch's allocator holds unused. CPU: Linux's
+    ``MemAvailable``.
+    """
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

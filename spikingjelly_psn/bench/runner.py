@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .bytes_model import bytes_moved, passes
 from .cases import Case, CaseSpec, Unavailable, backends_for, build, input_shape
-from .memory import cuda_peak_delta, saved_tensor_bytes
+from .memory import available_bytes, cuda_peak_delta, saved_tensor_bytes
 from .timing import Timing, measure, timer_name
 
 DTYPES: dict[str, torch.dtype] = {
@@ -186,13 +186,21 @@ def _measure_row(
     }
 
 
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's and the CPU allocator's out-of-memory errors (the CPU's is a plain RuntimeError)."""
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
 def _failure(spec: CaseSpec, exc: BaseException) -> dict[str, object]:
     """The status and reason of a row that could not be measured."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, Unavailable):
         return {"status": "unavailable", "reason": message}
-    if isinstance(exc, torch.OutOfMemoryError):
-        return {"status": "oom", "reason": "out of memory"}
+    if _is_out_of_memory(exc):
+        detail = f": {message}" if isinstance(exc, MemoryError) and message else ""
+        return {"status": "oom", "reason": f"out of memory{detail}"}
     if spec.backend == "cupy" and isinstance(exc, (ImportError, NotImplementedError)):
         return {"status": "unavailable", "reason": f"{type(exc).__name__}: {message}"}
     return {"status": "error", "reason": f"{type(exc).__name__}: {message}"}
@@ -211,12 +219,36 @@ def add_lif_ratio(rows: list[dict[str, object]]) -> None:
             r["speedup_vs_lif"] = lif[key] / r["median_ms"]
 
 
+def _group_buffers(
+    cfg: SweepConfig, dtype: str, T: int, n_prime: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The rotated inputs (and output gradients, when training is swept) of one input shape.
+
+    Sizes that cannot fit raise ``MemoryError`` before allocating: on a CPU an allocation that
+    overcommits memory can get the whole process killed, and the sweep with it.
+    """
+    torch_dtype = DTYPES[dtype]
+    numel = T * n_prime
+    count = n_buffers(numel * torch_dtype.itemsize, cfg.device)
+    sets = 2 if "training" in cfg.modes else 1
+    needed = sets * count * numel * torch_dtype.itemsize
+    free = available_bytes(cfg.device)
+    if free is not None and needed > free:
+        raise MemoryError(
+            f"the inputs need {needed / 2**30:.1f} GiB, {free / 2**30:.1f} GiB is available"
+        )
+    inputs = _random_buffers(numel, count, torch_dtype, cfg.device)
+    grads = _random_buffers(numel, count, torch_dtype, cfg.device) if sets == 2 else []
+    return inputs, grads
+
+
 def run_sweep(cfg: SweepConfig, info: dict[str, str]) -> list[dict[str, object]]:
     """Measure every planned row; a row that can't run is kept with its status and reason."""
     rows: list[dict[str, object]] = []
     copy = CopyBaseline(cfg)
     todo = plan(cfg)
     group: tuple[str, int, int] | None = None
+    group_error: Exception | None = None
     inputs: list[torch.Tensor] = []
     grads: list[torch.Tensor] = []
     with tqdm(total=len(todo), desc="bench", unit="row", disable=not cfg.progress) as bar:
@@ -224,12 +256,12 @@ def run_sweep(cfg: SweepConfig, info: dict[str, str]) -> list[dict[str, object]]
             bar.set_postfix_str(f"{neuron}/{backend} {dtype} T={T} N'={n_prime} {mode}")
             if group != (dtype, T, n_prime):
                 group = (dtype, T, n_prime)
-                inputs, grads = [], []  # free the previous shape's buffers first
-                numel = T * n_prime
-                count = n_buffers(numel * DTYPES[dtype].itemsize, cfg.device)
-                inputs = _random_buffers(numel, count, DTYPES[dtype], cfg.device)
-                if "training" in cfg.modes:
-                    grads = _random_buffers(numel, count, DTYPES[dtype], cfg.device)
+                inputs, grads, group_error = [], [], None  # free the previous shape's first
+                try:
+                    inputs, grads = _group_buffers(cfg, dtype, T, n_prime)
+                except Exception as exc:  # every row of this shape fails, the sweep goes on
+                    group_error = exc
+                    torch.cuda.empty_cache()
             spec = CaseSpec(
                 neuron, backend, T, cfg.k, cfg.dilation, cfg.channels, cfg.mfpsn_threshold
             )
@@ -244,12 +276,15 @@ def run_sweep(cfg: SweepConfig, info: dict[str, str]) -> list[dict[str, object]]
                 "status": "ok",
                 "reason": "",
             }
-            try:
-                row.update(_measure_row(cfg, spec, dtype, n_prime, mode, inputs, grads, copy))
-            except Exception as exc:  # a failing row is recorded, the sweep goes on
-                row.update(_failure(spec, exc))
-            if row["status"] == "oom":
-                torch.cuda.empty_cache()
+            if group_error is not None:
+                row.update(_failure(spec, group_error))
+            else:
+                try:
+                    row.update(_measure_row(cfg, spec, dtype, n_prime, mode, inputs, grads, copy))
+                except Exception as exc:  # a failing row is recorded, the sweep goes on
+                    row.update(_failure(spec, exc))
+                if row["status"] == "oom":
+                    torch.cuda.empty_cache()
             row.update(info)
             rows.append(row)
             bar.update()

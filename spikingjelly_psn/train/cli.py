@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, ConfigError, check_paths, load_config, read_yaml
+
+if TYPE_CHECKING:
+    import torch
+
+    from .dist import DistInfo
 
 DEFAULT_CONFIG = "digits_mfpsn.yaml"
 
@@ -62,6 +69,11 @@ def _resolve(args: argparse.Namespace) -> Config:
                 "--resume continues a run exactly as it was configured; drop --config/--set/--seed"
             )
         run = Path(args.resume)
+        if args.out and Path(args.out).resolve() != run.resolve():
+            raise ConfigError(
+                f"--resume {run} continues the run in its own folder; drop --out {args.out} "
+                f"(to branch the run, copy {run} to a new folder and resume the copy)"
+            )
         if not (run / "last.pt").is_file() or not (run / "config.yaml").is_file():
             raise ConfigError(
                 f"--resume {run}: no last.pt and config.yaml there; pass the folder of a run "
@@ -87,7 +99,7 @@ def _quiet_spikingjelly_logs() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit status."""
+    """Entry point; returns the process exit status (2: bad input, 1: the run failed)."""
     args = build_parser().parse_args(argv)
     try:
         cfg = _resolve(args)
@@ -99,41 +111,108 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.data.root = str(make_fake_dataset(cfg.data.dataset, tmp, seed=cfg.seed))
             check_paths(cfg)
             return _execute(cfg, args)
-    except ConfigError as err:
-        print(f"spikingjelly-psn train: error: {err}", file=sys.stderr)
-        return 2
+    except ConfigError as err:  # checkpoint errors too: a damaged --resume folder is bad input
+        return _error(str(err), 2)
+    except RunFailed as err:
+        return _error(str(err), 1)
+
+
+def _error(message: str, status: int) -> int:
+    print(f"spikingjelly-psn train: error: {message}", file=sys.stderr)
+    return status
+
+
+class RunFailed(RuntimeError):
+    """A run that stopped before its end: diverged, or a file could not be written."""
 
 
 def _execute(cfg: Config, args: argparse.Namespace) -> int:
-    from . import checkpoint as ckpt
     from .dist import init_distributed, shutdown, wait_for_all
-    from .trainer import Trainer, pick_device, save_config
+    from .runfolder import claim
+    from .trainer import Diverged, Trainer, pick_device
 
     _quiet_spikingjelly_logs()
     info = init_distributed(args.device or "auto")
+    out: Path | None = None
     try:
         device = pick_device(args.device or "auto", info)
         if args.dry_run:
             Trainer(cfg, device, info, None).dry_run()
             return 0
-        if args.resume:
-            out = Path(args.resume)
-        else:
-            out = Path(args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-            if (out / "last.pt").exists():
-                raise ConfigError(
-                    f"--out {out} already holds a run; use --resume {out} or a new --out"
-                )
-        trainer = Trainer(cfg, device, info, out, crash_after=args.crash_after_batches)
-        if args.resume:
-            trainer.load_state(ckpt.load(out / "last.pt"))
+        out = Path(args.resume or args.out or _default_out(cfg))
+        with ExitStack() as stack:
             if info.is_main:
-                print(f"resuming {out} at epoch {trainer.start_epoch + 1}", flush=True)
-        elif info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, out)
-        trainer.run()
+                removed = stack.enter_context(claim(out, new_run=not args.resume))
+                if removed:
+                    print(f"removed {len(removed)} temporary file(s) of an interrupted write")
+            state = _resume_state(out, info.is_main) if args.resume else None
+            _train(cfg, args, device, info, out, state)
         wait_for_all(info)  # a rank that tears gloo down while another still talks aborts
         return 0
+    except Diverged as err:
+        raise RunFailed(str(err)) from None
+    except OSError as err:
+        raise RunFailed(_os_error_message(err, out)) from None
     finally:
         shutdown(info)
+
+
+def _default_out(cfg: Config) -> str:
+    return f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _resume_state(out: Path, main_rank: bool) -> dict[str, Any]:
+    """The checkpoint to continue from (``best.pt`` when ``last.pt`` is damaged), with a note."""
+    from . import checkpoint as ckpt
+
+    state, warning = ckpt.load_for_resume(out)
+    if main_rank:
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
+        if ckpt.repair_best(out, state):
+            print(f"rewrote {out / 'best.pt'} with the best epoch, {state['best_epoch']}")
+        print(f"resuming {out} at epoch {state['epoch'] + 2}", flush=True)
+    return state
+
+
+def _train(
+    cfg: Config,
+    args: argparse.Namespace,
+    device: torch.device,
+    info: DistInfo,
+    out: Path,
+    state: dict[str, Any] | None,
+) -> None:
+    """Build the trainer, restore ``state`` (a resume) or write the config (a new run), train."""
+    from .checkpoint import CheckpointError
+    from .trainer import Trainer, save_config
+
+    trainer = Trainer(cfg, device, info, out, crash_after=args.crash_after_batches)
+    if state is not None:
+        try:
+            trainer.load_state(state)
+        except (KeyError, RuntimeError, ValueError) as err:
+            first_line = (str(err).strip() or type(err).__name__).splitlines()[0]
+            raise CheckpointError(
+                f"the checkpoint in {out} does not fit its config.yaml: {first_line}"
+            ) from None
+    elif info.is_main:
+        save_config(cfg, out)
+    trainer.run()
+
+
+def _os_error_message(err: OSError, out: Path | None) -> str:
+    """What failed, on which file, and what to do; the last checkpoint is never half-written."""
+    where = f" ({err.filename})" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the folder writable"
+    else:
+        fix = "fix the cause"
+    then = (
+        f"then continue with --resume {out} (its last checkpoint is intact)"
+        if out is not None and (out / "last.pt").exists()
+        else "then start the run again"
+    )
+    return f"{err.strerror or err}{where}; {fix}, {then}"

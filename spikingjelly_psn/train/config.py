@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +25,9 @@ PAPER_MODELS = ("seq_mlp", "seq_cifar_net", "cifar10_csnn", "cifar10dvs_vgg")
 ZOO_MODULES = ("spiking_resnet", "sew_resnet", "spiking_vgg", "parametric_lif_net", "spikformer")
 DATASETS = ("digits", "cifar10", "cifar100", "cifar10dvs", "dvs128gesture", "nmnist", "shd")
 NEUROMORPHIC = ("cifar10dvs", "dvs128gesture", "nmnist", "shd")
+ORDERED_NEURONS = ("MaskedPSN", "SlidingPSN", "MFPSN")  # the neurons that take neuron.k
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+MAX_CONFIG_VALUES = 100_000  # after expanding YAML aliases
 
 
 class ConfigError(ValueError):
@@ -112,6 +118,7 @@ class TrainConfig:
     progress: bool = True
     plot: bool = True
     max_batches: int | None = None
+    nonfinite_patience: int = 0
 
 
 @dataclass
@@ -233,10 +240,7 @@ def parse_override(text: str) -> dict[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override '{text}' has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override '{text}': the value is not valid YAML ({err})") from None
+    value = _safe_load(raw, f"override '{text}'") if raw.strip() else None
     value = _fix_yaml_floats(value)
     out: dict[str, Any] = {}
     node = out
@@ -253,12 +257,53 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist; pass an existing --config FILE")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file '{path}' cannot be read as text ({err})") from None
+    raw = _safe_load(text, f"config file '{path}'") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys at top level")
     return _fix_yaml_floats(raw)
+
+
+def _safe_load(text: str, where: str) -> Any:
+    """``yaml.safe_load`` whose result is a finite tree: no recursive alias, no alias bomb."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where} is not valid YAML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply; flatten it") from None
+    _count_values(value, where, set(), {})
+    return value
+
+
+def _count_values(node: Any, where: str, open_nodes: set[int], done: dict[int, int]) -> int:
+    """Values in ``node`` with every YAML alias expanded; refuses cycles and huge expansions.
+
+    PyYAML builds an alias as a shared reference, so ``a: &x [*x]`` is a list that holds itself
+    and nine nested lists of nine aliases each expand to 9^9 values: either would hang what
+    walks the config afterwards.
+    """
+    if not isinstance(node, dict | list):
+        return 1
+    key = id(node)
+    if key in open_nodes:
+        raise ConfigError(
+            f"{where} holds a recursive YAML alias (an anchor used inside its own value, "
+            f"such as a: &x [*x]); write the value out instead"
+        )
+    if key not in done:
+        open_nodes.add(key)
+        children = node.values() if isinstance(node, dict) else node
+        done[key] = 1 + sum(_count_values(c, where, open_nodes, done) for c in children)
+        open_nodes.discard(key)
+        if done[key] > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{where} expands to more than {MAX_CONFIG_VALUES:,} values through YAML "
+                f"aliases; write a smaller config"
+            )
+    return done[key]
 
 
 def _fix_yaml_floats(raw: Any) -> Any:
@@ -287,9 +332,73 @@ def load_config(
     return cfg
 
 
+def _at_least(low: int) -> tuple[str, Callable[[Any], bool]]:
+    return f">= {low}", lambda v: v >= low
+
+
+# (key, requirement, test); a null value of an optional key passes.
+RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
+    ("seed", "in [0, 4294967295]", lambda v: 0 <= v < 2**32),
+    ("data.T", *_at_least(1)),
+    ("data.batch_size", *_at_least(1)),
+    ("data.test_batch_size", ">= 1 or null", lambda v: v >= 1),
+    ("data.num_workers", *_at_least(0)),
+    ("data.test_fraction", "in (0, 1)", lambda v: 0 < v < 1),
+    ("data.resize", ">= 1 or null", lambda v: v >= 1),
+    ("data.limit_train", ">= 1 or null", lambda v: v >= 1),
+    ("data.limit_test", ">= 1 or null", lambda v: v >= 1),
+    ("data.random_crop", *_at_least(0)),
+    ("data.random_erasing", "in [0, 1]", lambda v: 0 <= v <= 1),
+    ("neuron.k", *_at_least(1)),
+    ("neuron.sawtooth_period", *_at_least(1)),
+    ("neuron.surrogate_alpha", "> 0", lambda v: v > 0),
+    ("model.channels", *_at_least(1)),
+    ("model.layers", *_at_least(1)),
+    ("model.hidden", *_at_least(1)),
+    ("model.dropout", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("optim.lr", "> 0", lambda v: v > 0),
+    ("optim.momentum", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("optim.weight_decay", *_at_least(0)),
+    ("optim.warmup_epochs", *_at_least(0)),
+    ("optim.tet_lambda", *_at_least(0)),
+    ("optim.label_smoothing", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("optim.mixup_alpha", *_at_least(0)),
+    ("optim.cutmix_alpha", *_at_least(0)),
+    # 0 would clip every gradient to zero; null turns clipping off.
+    ("optim.grad_clip", "> 0 or null (off)", lambda v: v > 0),
+    ("train.epochs", *_at_least(1)),
+    ("train.max_batches", ">= 1 or null", lambda v: v >= 1),
+    ("train.nonfinite_patience", *_at_least(0)),
+)
+
+
+def time_steps(d: DataConfig) -> int:
+    """Time-steps the model sees: digits 64 pixels, sequential CIFAR 32 columns, else data.T."""
+    if d.dataset == "digits":
+        return 64
+    if d.dataset in ("cifar10", "cifar100") and d.mode == "sequential":
+        return 32
+    return d.T
+
+
 def check_semantics(cfg: Config) -> None:
-    """Cross-field checks that a type annotation cannot express."""
-    d, n, m, o, t = cfg.data, cfg.neuron, cfg.model, cfg.optim, cfg.train
+    """Cross-field and range checks that a type annotation cannot express."""
+    _check_names(cfg)
+    _check_finite(cfg)
+    for key, requirement, ok in RANGES:
+        value = _get(cfg, key)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{key} must be {requirement}, got {value}")
+    _check_combinations(cfg)
+
+
+def _check_names(cfg: Config) -> None:
+    d, n, m = cfg.data, cfg.neuron, cfg.model
+    if not RUN_NAME.fullmatch(cfg.name):
+        raise ConfigError(
+            f"name {cfg.name!r} must be a plain folder name (letters, digits, '.', '_', '-', "
+            f"at most 100) since it names the run folder in runs/; fix it with --set name=..."
+        )
     if d.dataset not in DATASETS:
         raise ConfigError(
             f"data.dataset: unknown data set '{d.dataset}'; choose one of {', '.join(DATASETS)}"
@@ -306,31 +415,38 @@ def check_semantics(cfg: Config) -> None:
             f"or a SpikingJelly zoo builder written module.function, module one of "
             f"{', '.join(ZOO_MODULES)} (e.g. spiking_resnet.spiking_resnet18)"
         )
-    positive = {
-        "data.T": d.T,
-        "data.batch_size": d.batch_size,
-        "neuron.k": n.k,
-        "neuron.sawtooth_period": n.sawtooth_period,
-        "model.channels": m.channels,
-        "model.layers": m.layers,
-        "model.hidden": m.hidden,
-        "train.epochs": t.epochs,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key} must be >= 1, got {value}")
-    if not 0.0 < d.test_fraction < 1.0:
-        raise ConfigError(f"data.test_fraction must be in (0, 1), got {d.test_fraction}")
-    if o.lr <= 0:
-        raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
-    if not 0.0 <= o.label_smoothing < 1.0:
-        raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}")
+
+
+def _check_finite(cfg: Any, prefix: str = "") -> None:
+    """Every float key is finite (``.inf`` passes ``lr > 0`` and trains on NaN)."""
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"{key} must be a finite number, got {value}; fix it with --set {key}=..."
+            )
+
+
+def _check_combinations(cfg: Config) -> None:
+    d, n = cfg.data, cfg.neuron
     if isinstance(n.dilations, list) and any(v < 1 for v in n.dilations):
         raise ConfigError(f"neuron.dilations must be positive integers, got {n.dilations}")
     if d.dataset in ("digits", "shd") and d.mode == "static":
         raise ConfigError(f"data.mode=static is for image data sets, not {d.dataset}")
-    if t.max_batches is not None and t.max_batches < 1:
-        raise ConfigError(f"train.max_batches must be >= 1 or null, got {t.max_batches}")
+    T = time_steps(d)
+    if n.name in ORDERED_NEURONS and n.k > T:
+        raise ConfigError(f"neuron.k={n.k} exceeds the {T} time-steps; set neuron.k<={T}")
+    if n.name in ("LIFNode", "ParametricLIFNode") and not n.tau > 1:
+        raise ConfigError(f"neuron.tau must be > 1 for {n.name}, got {n.tau}")
+
+
+def _get(cfg: Config, key: str) -> Any:
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def check_paths(cfg: Config) -> None:

@@ -59,8 +59,6 @@ def _class_and_kwargs(cfg: NeuronConfig, T: int) -> tuple[Callable[..., nn.Modul
         if name == "PSN":
             kwargs["T"] = T
         elif name == "MaskedPSN":
-            if cfg.k > T:
-                raise ConfigError(f"neuron.k={cfg.k} exceeds the {T} time-steps; set neuron.k<={T}")
             kwargs.update(k=cfg.k, T=T, lambda_init=0.0)
         elif name == "SlidingPSN":
             kwargs.update(k=cfg.k, exp_init=cfg.exp_init)

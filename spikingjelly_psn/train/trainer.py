@@ -15,8 +15,9 @@ from spikingjelly.activation_based import functional
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..devices import parse_device
 from . import checkpoint as ckpt
-from .config import Config
+from .config import Config, ConfigError
 from .data import DataBundle, build_data, steps_of, to_time_major
 from .dist import DistInfo, ShardSampler, all_sum
 from .loss import loss_fn, mix_batch, readout
@@ -28,16 +29,29 @@ class CrashForTest(RuntimeError):
     """Raised by the hidden ``--crash-after-batches`` option (tests of resume)."""
 
 
+class Diverged(RuntimeError):
+    """Training produced non-finite values; the run stops and keeps its last good checkpoint."""
+
+
 def pick_device(name: str, info: DistInfo) -> torch.device:
     """``auto`` -> CUDA if present (one GPU per rank under torchrun), else CPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and info.enabled:
         name = f"cuda:{info.local_rank}"
-    device = torch.device(name)
+    try:
+        device = parse_device(name)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
+
+
+def nonfinite_tensors(net: nn.Module) -> list[str]:
+    """Names of the parameters and buffers of ``net`` that hold a NaN or an infinity."""
+    named = [*net.named_parameters(), *net.named_buffers()]
+    return [name for name, t in named if t.is_floating_point() and not bool(t.isfinite().all())]
 
 
 def count_parameters(net: nn.Module) -> tuple[int, int]:
@@ -187,7 +201,8 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int] | None:
+        """One optimizer step; ``None`` (and no step) when the loss is not finite on any rank."""
         o = self.cfg.optim
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         xm, target = mix_batch(x, y, self.data.num_classes, o)
@@ -196,14 +211,23 @@ class Trainer:
             loss = loss_fn(out.float(), target, o, train=True)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        functional.reset_net(self.model)
+        loss_value = float(loss.detach())
+        if not self._finite_everywhere(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
         if o.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        functional.reset_net(self.model)
         correct = int((readout(out.detach()).argmax(1) == y).sum())
-        return float(loss.detach()) * y.shape[0], correct
+        return loss_value * y.shape[0], correct
+
+    def _finite_everywhere(self, value: float) -> bool:
+        """``value`` is finite on every rank (DDP ranks must skip a step together)."""
+        bad = 0.0 if math.isfinite(value) else 1.0
+        return all_sum([bad], self.info, self.device)[0] == 0.0
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
@@ -212,11 +236,20 @@ class Trainer:
         total = len(self.train_loader) if limit is None else min(limit, len(self.train_loader))
         bar = self._bar(total, f"epoch {epoch + 1}/{self.cfg.train.epochs}")
         loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+        skipped = streak = 0
         for i, (x, y) in enumerate(self.train_loader):
             if i >= total:
                 break
-            batch_loss, batch_correct = self._train_step(x, y)
-            loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(y)
+            step = self._train_step(x, y)
+            if step is None:
+                skipped, streak = skipped + 1, streak + 1
+                if streak > self.cfg.train.nonfinite_patience:
+                    raise Diverged(
+                        self._diverged(f"the training loss is not finite in batch {i + 1}", epoch)
+                    )
+            else:
+                streak = 0
+                loss_sum, correct, seen = loss_sum + step[0], correct + step[1], seen + len(y)
             self.batches_done += 1
             if self.crash_after is not None and self.batches_done >= self.crash_after:
                 raise CrashForTest(f"stopped after {self.batches_done} batches (test option)")
@@ -232,12 +265,27 @@ class Trainer:
             bar.close()
         elapsed = time.perf_counter() - t0
         loss_sum, correct, seen = all_sum([loss_sum, correct, seen], self.info, self.device)
-        return {
+        row = {
             "train_loss": loss_sum / max(seen, 1),
             "train_acc": correct / max(seen, 1),
             "samples_per_s": seen / max(elapsed, 1e-9),
             "epoch_time_s": elapsed,
         }
+        if skipped:
+            row["skipped_batches"] = skipped
+        return row
+
+    def _diverged(self, what: str, epoch: int) -> str:
+        """The message of a run stopped by non-finite values in ``epoch`` (0-based)."""
+        kept = (
+            f"{self.out / 'last.pt'} (epoch {epoch}) is the last good checkpoint"
+            if epoch > 0 and self.out is not None
+            else "no checkpoint was written"
+        )
+        return (
+            f"training diverged: {what} of epoch {epoch + 1}; stopped, {kept}; lower optim.lr, "
+            f"set optim.grad_clip, or let train.nonfinite_patience=N skip up to N bad batches"
+        )
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -270,35 +318,45 @@ class Trainer:
         cfg, main = self.cfg, self.info.is_main
         log = RunLog(self.out, self.history, cfg.train.tensorboard) if main else None
         t_start = time.perf_counter()
-        for epoch in range(self.start_epoch, cfg.train.epochs):
-            lam = self.lambda_schedule.apply(self.model, epoch) if self.lambda_schedule else None
-            lr = self.optimizer.param_groups[0]["lr"]
-            row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch)}
-            row.update(self.evaluate())
-            row["lr"] = lr
-            if lam is not None:
-                row["lambda"] = lam
-            self.scheduler.step()
-            self.history.append(row)
-            improved = row["test_acc"] > self.best_acc
-            if improved:
-                self.best_acc, self.best_epoch = row["test_acc"], epoch + 1
-            if main:
-                state = self.state(epoch)
-                ckpt.save_atomic(state, self.out / "last.pt")
-                if improved:
-                    ckpt.save_atomic(state, self.out / "best.pt")
-                log.log(row)
-                print(self._epoch_line(row), flush=True)
+        try:
+            for epoch in range(self.start_epoch, cfg.train.epochs):
+                self._run_epoch(epoch, log)
+        finally:
+            if log is not None:
+                log.close()
         elapsed = time.perf_counter() - t_start
         summary = self._summary(elapsed)
         if main:
-            log.close()
             if cfg.train.plot and self.history:
                 plot_curves(self.history, self.out / "learning_curve.png")
             print(summary_table(summary["rows"]), flush=True)
             print(f"test accuracy: {100 * summary['final_acc']:.2f}%", flush=True)
         return summary
+
+    def _run_epoch(self, epoch: int, log: RunLog | None) -> None:
+        """Train and evaluate one epoch; checkpoint it unless it left non-finite weights."""
+        lam = self.lambda_schedule.apply(self.model, epoch) if self.lambda_schedule else None
+        lr = self.optimizer.param_groups[0]["lr"]
+        row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch)}
+        row.update(self.evaluate())
+        row["lr"] = lr
+        if lam is not None:
+            row["lambda"] = lam
+        self.scheduler.step()
+        bad = nonfinite_tensors(self.model)
+        if bad:
+            raise Diverged(self._diverged(f"{bad[0]} holds non-finite values at the end", epoch))
+        self.history.append(row)
+        improved = row["test_acc"] > self.best_acc
+        if improved:
+            self.best_acc, self.best_epoch = row["test_acc"], epoch + 1
+        if log is not None:
+            state = self.state(epoch)
+            ckpt.save_atomic(state, self.out / "last.pt")
+            if improved:
+                ckpt.save_atomic(state, self.out / "best.pt")
+            log.log(row)
+            print(self._epoch_line(row), flush=True)
 
     def _epoch_line(self, row: dict[str, Any]) -> str:
         lam = f"  lambda {row['lambda']:.3f}" if "lambda" in row else ""
@@ -355,8 +413,11 @@ class Trainer:
         self.model.train()
         x, y = next(iter(self.train_loader))
         t0 = time.perf_counter()
-        loss, _ = self._train_step(x, y)
+        step = self._train_step(x, y)
         t1 = time.perf_counter()
+        if step is None:
+            raise Diverged(self._diverged("the training loss is not finite in batch 1", 0))
+        loss = step[0]
         self.model.eval()
         with torch.no_grad():
             out = self.model(to_time_major(x.to(self.device), self.data.layout, self.T))
@@ -370,4 +431,5 @@ class Trainer:
 
 def save_config(cfg: Config, out: Path) -> None:
     """The resolved config beside the run's outputs (what ``--resume`` reads back)."""
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()
+    ckpt.write_atomic(out / "config.yaml", lambda f: f.write(text))
