@@ -64,7 +64,9 @@ def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert "Traceback" not in err and err.count("\n") == 1
     state = ckpt.load(out / "last.pt")
     assert state["epoch"] == 0 and not any(
-        not torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point()
+        not torch.isfinite(v).all()
+        for v in state["model"].values()
+        if isinstance(v, torch.Tensor) and v.is_floating_point()  # MFPSN adds a dict
     )
     assert _epochs(out) == [1]
 
@@ -86,7 +88,7 @@ def test_nonfinite_weights_are_named():
 
 
 def test_best_pt_is_repaired_after_a_kill_between_the_last_and_best_writes(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, state_differences
 ):
     real = ckpt.save_atomic
 
@@ -105,11 +107,10 @@ def test_best_pt_is_repaired_after_a_kill_between_the_last_and_best_writes(
     assert f"rewrote {out / 'best.pt'} with the best epoch, 1" in capsys.readouterr().out
     best, last = ckpt.load(out / "best.pt"), ckpt.load(out / "last.pt")
     assert best["epoch"] + 1 == last["best_epoch"] == 1
-    for key, value in last["model"].items():
-        assert torch.equal(value, best["model"][key]), key
+    assert state_differences(last["model"], best["model"]) == []
 
 
-def test_damaged_last_pt_resumes_from_best_pt_exactly(tmp_path, capsys):
+def test_damaged_last_pt_resumes_from_best_pt_exactly(tmp_path, capsys, state_differences):
     out = tmp_path / "run"
     assert _run(out, "train.epochs=2", "--seed", "1") == 0
     finished = ckpt.load(out / "last.pt")
@@ -125,8 +126,7 @@ def test_damaged_last_pt_resumes_from_best_pt_exactly(tmp_path, capsys):
     assert "removed 1 temporary file(s)" in captured.out and not orphan.exists()
     resumed = ckpt.load(out / "last.pt")
     assert resumed["epoch"] == 1 and _epochs(out) == [1, 2]
-    for key, value in finished["model"].items():
-        assert torch.equal(value, resumed["model"][key]), key
+    assert state_differences(finished["model"], resumed["model"]) == []
 
 
 def test_a_run_folder_in_use_is_refused(tmp_path, capsys):
