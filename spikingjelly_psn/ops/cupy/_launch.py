@@ -123,6 +123,38 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+# ---------------------------------------------------------------- which kernel serves a call
+
+Spec = tuple[_source.Module, str]
+
+
+def conv_fwd_spec(dtype: torch.dtype, k: int, power_of_two: bool) -> Spec:
+    scalar, window = _source.SCALAR_TYPES[dtype], _host.fwd_window(k)
+    module = _source.Module(_source.CONV, scalar, window)
+    return module, _source.conv_fwd_name(scalar, window, power_of_two)
+
+
+def conv_bwd_spec(dtype: torch.dtype, k: int, mode: int, sg: int) -> Spec:
+    scalar, window = _source.SCALAR_TYPES[dtype], _host.bwd_window(k, mode, sg)
+    module = _source.Module(_source.CONV, scalar, window)
+    return module, _source.conv_bwd_name(scalar, mode, window)
+
+
+def conv_stats_spec(dtype: torch.dtype, k: int) -> Spec:
+    scalar, window = _source.SCALAR_TYPES[dtype], _host.fwd_window(k)
+    return _source.Module(_source.CONV, scalar, window), _source.conv_stats_name(scalar, window)
+
+
+def dense_fwd_spec(dtype: torch.dtype) -> Spec:
+    scalar = _source.SCALAR_TYPES[dtype]
+    return _source.Module(_source.DENSE, scalar), _source.dense_fwd_name(scalar)
+
+
+def dense_bwd_spec(dtype: torch.dtype) -> Spec:
+    scalar = _source.SCALAR_TYPES[dtype]
+    return _source.Module(_source.DENSE, scalar), _source.dense_bwd_name(scalar)
+
+
 # ---------------------------------------------------------------- causal conv
 
 
@@ -160,8 +192,7 @@ def conv_fire_forward(
     n_t, channels, positions, columns, k = _conv_shapes(x, weight, dilation)
     w = weight.float().contiguous()
     b = bias.float().contiguous()
-    window = _host.fwd_window(k)
-    scalar = _source.SCALAR_TYPES[x.dtype]
+    module, name = conv_fwd_spec(x.dtype, k, power_of_two)
     total = columns * channels  # forward: one thread per column offset, 1-D grid
     block = _host.block_size(total)
     w_stride, b_stride = _per_channel_strides(w, b, channels)
@@ -169,11 +200,8 @@ def conv_fire_forward(
         ptr(x), ptr(history), ptr(out), ptr(w), ptr(b), np.int32(n_t), np.int32(channels),
         np.int64(positions), np.int64(total), np.int32(k), np.int32(dilation), w_stride, b_stride,
     )  # fmt: skip
-    launch(
-        _source.Module(_source.CONV, scalar, window),
-        _source.conv_fwd_name(scalar, window, power_of_two),
-        x.device, (_cdiv(total, block),), block, args, _host.conv_fwd_smem(block, window),
-    )  # fmt: skip
+    smem = _host.conv_fwd_smem(block, module.window)
+    launch(module, name, x.device, (_cdiv(total, block),), block, args, smem)
     return out
 
 
@@ -197,10 +225,10 @@ def conv_backward(
     if x.numel() == 0:
         return grad_x, x.new_zeros((channels, k + 1), dtype=torch.float32)
     w = weight.float().contiguous()
-    window = _host.bwd_window(k, mode, sg)
+    module, name = conv_bwd_spec(x.dtype, k, mode, sg)
     block = _host.conv_block(columns, channels, positions)
     grid = _host.conv_grid(columns, channels, block)
-    generic = window == _source.GENERIC_K
+    generic = module.window == _source.GENERIC_K
     scratch = x.new_empty(x.shape, dtype=torch.float32) if generic else None
     if deterministic:
         partial = x.new_empty((channels, grid[0], k + 1), dtype=torch.float32)
@@ -208,7 +236,6 @@ def conv_backward(
     else:
         partial = None
         gwb = x.new_zeros((channels, k + 1), dtype=torch.float32)
-    scalar = _source.SCALAR_TYPES[x.dtype]
     c0 = c0.float().contiguous()
     w_stride, b_stride = _per_channel_strides(w, c0, channels)
     args = (
@@ -218,10 +245,7 @@ def conv_backward(
         np.int64(positions), np.int64(columns), np.int32(k), np.int32(dilation), w_stride,
         b_stride,
     )  # fmt: skip
-    launch(
-        _source.Module(_source.CONV, scalar, window), _source.conv_bwd_name(scalar, mode, window),
-        x.device, grid, block, args, _host.conv_bwd_smem(block, window),
-    )  # fmt: skip
+    launch(module, name, x.device, grid, block, args, _host.conv_bwd_smem(block, module.window))
     if deterministic:
         gwb = _host.reduce_partials(partial)
     return grad_x, gwb
@@ -235,20 +259,17 @@ def conv_stats(
         nan = x.new_full((channels,), float("nan"), dtype=torch.float32)
         return nan, nan.clone()
     w = weight.float().contiguous()
-    window = _host.fwd_window(k)
+    module, name = conv_stats_spec(x.dtype, k)
     block = _host.conv_block(columns, channels, positions)
     grid = _host.conv_grid(columns, channels, block)
     partial = x.new_empty((channels, grid[0], 3), dtype=torch.float32)
-    scalar = _source.SCALAR_TYPES[x.dtype]
     w_stride, _ = _per_channel_strides(w, w[:, 0], channels)
     args = (
         ptr(x), ptr(history), ptr(w), ptr(partial), np.int32(n_t), np.int32(channels),
         np.int64(positions), np.int64(columns), np.int32(k), np.int32(dilation), w_stride,
     )  # fmt: skip
-    launch(
-        _source.Module(_source.CONV, scalar, window), _source.conv_stats_name(scalar, window),
-        x.device, grid, block, args, _host.conv_stats_smem(block, window),
-    )  # fmt: skip
+    smem = _host.conv_stats_smem(block, module.window)
+    launch(module, name, x.device, grid, block, args, smem)
     return _host.combine_stats(partial)
 
 
@@ -261,13 +282,9 @@ def dense_fire_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     if out.numel() == 0:
         return out
     w, b = weight.float().contiguous(), bias.float().contiguous()
-    scalar = _source.SCALAR_TYPES[x.dtype]
     block = _host.MAX_BLOCK
     args = (ptr(x), ptr(out), ptr(w), ptr(b), np.int32(t_in), np.int32(w.shape[0]), np.int64(m))
-    launch(
-        _source.Module(_source.DENSE, scalar), _source.dense_fwd_name(scalar), x.device,
-        (_cdiv(m, block),), block, args,
-    )  # fmt: skip
+    launch(*dense_fwd_spec(x.dtype), x.device, (_cdiv(m, block),), block, args)
     return out
 
 
@@ -286,15 +303,11 @@ def dense_backward(
     g = x.new_empty((w.shape[0], m), dtype=torch.float32)
     if g.numel() == 0 or x.numel() == 0:
         return grad_x.zero_(), g.zero_()
-    scalar = _source.SCALAR_TYPES[x.dtype]
     block = _host.MAX_BLOCK
     args = (
         ptr(grad_s), ptr(x), ptr(w), ptr(b), np.int32(sg),
         np.float32(params[0]), np.float32(params[1]), np.float32(params[2]),
         ptr(g), ptr(grad_x), np.int32(t_in), np.int32(w.shape[0]), np.int64(m),
     )  # fmt: skip
-    launch(
-        _source.Module(_source.DENSE, scalar), _source.dense_bwd_name(scalar), x.device,
-        (_cdiv(m, block),), block, args,
-    )  # fmt: skip
+    launch(*dense_bwd_spec(x.dtype), x.device, (_cdiv(m, block),), block, args)
     return grad_x, g
