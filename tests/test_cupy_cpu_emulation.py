@@ -417,7 +417,10 @@ def test_conv_stats_and_their_backward_match_reference(emu, case, dtype):
 # ---------------------------------------------------------------- dense
 
 
-@pytest.mark.parametrize("shape", [(4, 4, 37), (6, 3, 5), (1, 1, 9), (16, 16, 65)])
+DENSE_SHAPES = [(4, 4, 37), (6, 3, 5), (1, 1, 9), (16, 16, 65), (32, 32, 40), (70, 9, 11)]
+
+
+@pytest.mark.parametrize("shape", DENSE_SHAPES)  # [T_out, T_in, M]: windows 8, 16, 32 and generic
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dense_fire_matches_reference(emu, shape, dtype):
     t_out, t_in, m = shape
@@ -431,7 +434,11 @@ def test_dense_fire_matches_reference(emu, shape, dtype):
     assert got.dtype == dtype
     assert torch.equal(got[margin], (exact >= 0).to(dtype)[margin])
     want = reference.dense_fire(x.float(), w.float(), b.float(), surrogate.ATan())
-    assert torch.equal(emu.dense_fire(x, w, b)[margin], want.to(dtype)[margin])
+    assert torch.equal(got[margin], want.to(dtype)[margin])
+    # the generic kernel and the launcher's block shape: the same sums, the same spikes
+    gpu = Emulator(emu.lib, launch="gpu")
+    assert torch.equal(emu.dense_fire(x, w, b, window=_source.GENERIC_K), got)
+    assert torch.equal(gpu.dense_fire(x, w, b), got)
     for sg_fn in (surrogate.ATan(), surrogate.Sigmoid(), surrogate.Erf()):
         grad_s = torch.randn(t_out, m, generator=g).to(dtype)
         xr, wr, br = (t.float().clone().requires_grad_(True) for t in (x, w, b))
@@ -444,6 +451,17 @@ def test_dense_fire_matches_reference(emu, shape, dtype):
         torch.testing.assert_close(grad_x.float(), xr.grad, **tol)
         torch.testing.assert_close(gh @ x.float().t(), wr.grad, **tol)
         torch.testing.assert_close(gh.sum(1, keepdim=True), br.grad, **tol)
+        generic = emu.dense_backward(grad_s, x, w, b, sg, params, window=_source.GENERIC_K)
+        assert torch.equal(generic[0], grad_x) and torch.equal(generic[1], gh)
+        on_gpu_blocks = gpu.dense_backward(grad_s, x, w, b, sg, params)
+        assert torch.equal(on_gpu_blocks[0], grad_x) and torch.equal(on_gpu_blocks[1], gh)
+
+
+def test_dense_windows():
+    assert [_source.dense_window(t, t) for t in (1, 8, 9, 16, 17, 32, 33, 64)] == [
+        8, 8, 16, 16, 32, 32, 0, 0,
+    ]  # fmt: skip
+    assert _source.dense_window(4, 65) == 0  # W would not fit the shared rows
 
 
 # ---------------------------------------------------------------- host-side behaviour

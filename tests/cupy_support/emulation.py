@@ -39,8 +39,8 @@ _SIGNATURES = {
     "emu_conv_stats": ([_I, _I] + [_P] * 4 + [_I] * 9, None),
     "emu_set_descending": ([_I], None),
     "emu_barrier_errors": ([], _L),
-    "emu_dense_fwd": ([_I, _P, _P, _P, _P, _I, _I, _L], None),
-    "emu_dense_bwd": ([_I, _P, _P, _P, _P, _I, _F, _F, _F, _P, _P, _I, _I, _L], None),
+    "emu_dense_fwd": ([_I, _I, _P, _P, _P, _P, _I, _I, _L, _I], None),
+    "emu_dense_bwd": ([_I, _I, _P, _P, _P, _P, _I, _F, _F, _F, _P, _P, _I, _I, _L, _I], None),
 }
 
 
@@ -175,23 +175,31 @@ class Emulator:
         )  # fmt: skip
         return _host.combine_stats(partial)
 
-    def dense_fire(self, x, weight, bias):
+    def _dense_launch(self, t_in: int, t_out: int, window: int | None) -> tuple[int, int]:
+        window = _source.dense_window(t_in, t_out) if window is None else window
+        return window, (_host.MAX_BLOCK if self.launch == "gpu" else 1)
+
+    def dense_fire(self, x, weight, bias, window=None):
         t_in, m = x.shape
         w, b = weight.float().contiguous(), bias.float().reshape(-1).contiguous()
         out = x.new_empty((w.shape[0], m))
-        self.lib.emu_dense_fwd(
-            DTYPE_CODES[x.dtype], _p(x), _p(out), _p(w), _p(b), t_in, w.shape[0], m
-        )
+        window, block = self._dense_launch(t_in, w.shape[0], window)
+        self._run(
+            self.lib.emu_dense_fwd,
+            DTYPE_CODES[x.dtype], window, _p(x), _p(out), _p(w), _p(b), t_in, w.shape[0], m, block,
+        )  # fmt: skip
         return out
 
-    def dense_backward(self, grad_s, x, weight, bias, sg, params):
+    def dense_backward(self, grad_s, x, weight, bias, sg, params, window=None):
         t_in, m = x.shape
         w, b = weight.float().contiguous(), bias.float().reshape(-1).contiguous()
         g = torch.empty((w.shape[0], m))
         grad_x = torch.empty_like(x)
-        self.lib.emu_dense_bwd(
-            DTYPE_CODES[x.dtype], _p(grad_s), _p(x), _p(w), _p(b), sg, *params, _p(g),
-            _p(grad_x), t_in, w.shape[0], m,
+        window, block = self._dense_launch(t_in, w.shape[0], window)
+        self._run(
+            self.lib.emu_dense_bwd,
+            DTYPE_CODES[x.dtype], window, _p(grad_s), _p(x), _p(w), _p(b), sg, *params, _p(g),
+            _p(grad_x), t_in, w.shape[0], m, block,
         )  # fmt: skip
         return grad_x, g
 

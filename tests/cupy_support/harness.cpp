@@ -64,23 +64,24 @@ void conv_stats(const void* x, const void* hist, const float* w, float* partial,
     });
 }
 
-template <typename scalar_t>
+template <typename scalar_t, int TI>
 void dense_fwd(const void* x, void* out, const float* w, const float* bias, int t_in, int t_out,
-               long long M) {
-    set_launch((unsigned int)M, 1, 1, 1);
+               long long M, int block) {
+    set_launch(cdiv(M, block), 1, (unsigned int)block, 1);
     run_grid([&] {
-        psn_dense_fire_fwd<scalar_t>((const scalar_t*)x, (scalar_t*)out, w, bias, t_in, t_out, M);
+        psn_dense_fire_fwd<scalar_t, TI>((const scalar_t*)x, (scalar_t*)out, w, bias, t_in, t_out,
+                                         M);
     });
 }
 
-template <typename scalar_t>
+template <typename scalar_t, int TI>
 void dense_bwd(const void* grad_s, const void* x, const float* w, const float* bias, int sg,
                float p0, float p1, float p2, float* g, void* grad_x, int t_in, int t_out,
-               long long M) {
-    set_launch((unsigned int)M, 1, 1, 1);
+               long long M, int block) {
+    set_launch(cdiv(M, block), 1, (unsigned int)block, 1);
     run_grid([&] {
-        psn_dense_fire_bwd<scalar_t>((const scalar_t*)grad_s, (const scalar_t*)x, w, bias, sg, p0,
-                                     p1, p2, g, (scalar_t*)grad_x, t_in, t_out, M);
+        psn_dense_fire_bwd<scalar_t, TI>((const scalar_t*)grad_s, (const scalar_t*)x, w, bias, sg,
+                                         p0, p1, p2, g, (scalar_t*)grad_x, t_in, t_out, M);
     });
 }
 
@@ -99,6 +100,15 @@ void dense_bwd(const void* grad_s, const void* x, const float* w, const float* b
         if ((window) == 4) PSN_DTYPE(dtype, CALL##_4);      \
         if ((window) == 8) PSN_DTYPE(dtype, CALL##_8);      \
         if ((window) == 16) PSN_DTYPE(dtype, CALL##_16);    \
+    } while (0)
+
+// Runs CALL(scalar, TI) for a dense window 0 (generic), 8, 16 or 32.
+#define PSN_DENSE_WINDOW(dtype, window, CALL)               \
+    do {                                                    \
+        if ((window) == 0) PSN_DTYPE(dtype, CALL##_0);      \
+        if ((window) == 8) PSN_DTYPE(dtype, CALL##_8);      \
+        if ((window) == 16) PSN_DTYPE(dtype, CALL##_16);    \
+        if ((window) == 32) PSN_DTYPE(dtype, CALL##_32);    \
     } while (0)
 
 }  // namespace
@@ -190,17 +200,25 @@ void emu_conv_stats(int dtype, int window, const void* x, const void* hist, cons
     PSN_WINDOW(dtype, window, PSN_STATS);
 }
 
-void emu_dense_fwd(int dtype, const void* x, void* out, const float* w, const float* bias,
-                   int t_in, int t_out, long long M) {
-#define PSN_DENSE_FWD(S_) dense_fwd<S_>(x, out, w, bias, t_in, t_out, M)
-    PSN_DTYPE(dtype, PSN_DENSE_FWD);
+void emu_dense_fwd(int dtype, int window, const void* x, void* out, const float* w,
+                   const float* bias, int t_in, int t_out, long long M, int block) {
+#define PSN_DENSE_FWD(S_, TI_) dense_fwd<S_, TI_>(x, out, w, bias, t_in, t_out, M, block)
+#define PSN_DENSE_FWD_0(S_) PSN_DENSE_FWD(S_, 0)
+#define PSN_DENSE_FWD_8(S_) PSN_DENSE_FWD(S_, 8)
+#define PSN_DENSE_FWD_16(S_) PSN_DENSE_FWD(S_, 16)
+#define PSN_DENSE_FWD_32(S_) PSN_DENSE_FWD(S_, 32)
+    PSN_DENSE_WINDOW(dtype, window, PSN_DENSE_FWD);
 }
 
-void emu_dense_bwd(int dtype, const void* grad_s, const void* x, const float* w,
+void emu_dense_bwd(int dtype, int window, const void* grad_s, const void* x, const float* w,
                    const float* bias, int sg, float p0, float p1, float p2, float* g, void* grad_x,
-                   int t_in, int t_out, long long M) {
-#define PSN_DENSE_BWD(S_) \
-    dense_bwd<S_>(grad_s, x, w, bias, sg, p0, p1, p2, g, grad_x, t_in, t_out, M)
-    PSN_DTYPE(dtype, PSN_DENSE_BWD);
+                   int t_in, int t_out, long long M, int block) {
+#define PSN_DENSE_BWD(S_, TI_) \
+    dense_bwd<S_, TI_>(grad_s, x, w, bias, sg, p0, p1, p2, g, grad_x, t_in, t_out, M, block)
+#define PSN_DENSE_BWD_0(S_) PSN_DENSE_BWD(S_, 0)
+#define PSN_DENSE_BWD_8(S_) PSN_DENSE_BWD(S_, 8)
+#define PSN_DENSE_BWD_16(S_) PSN_DENSE_BWD(S_, 16)
+#define PSN_DENSE_BWD_32(S_) PSN_DENSE_BWD(S_, 32)
+    PSN_DENSE_WINDOW(dtype, window, PSN_DENSE_BWD);
 }
 }

@@ -93,6 +93,11 @@ def conv_bwd_smem(block: tuple[int, int], window: int) -> int:
     return (2 * window * threads + rows) * 4
 
 
+def dense_smem(t_out: int, window: int) -> int:
+    """Dynamic shared memory (bytes) of the dense kernels: W as T_out rows of the window."""
+    return t_out * window * 4
+
+
 def reduce_partials(partial: torch.Tensor) -> torch.Tensor:
     """[C, blocks, k+1] per-block sums -> [C, k+1], in a fixed order (deterministic mode)."""
     return partial.sum(dim=1)

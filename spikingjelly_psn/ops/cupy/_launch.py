@@ -145,14 +145,14 @@ def conv_stats_spec(dtype: torch.dtype, k: int) -> Spec:
     return _source.Module(_source.CONV, scalar, window), _source.conv_stats_name(scalar, window)
 
 
-def dense_fwd_spec(dtype: torch.dtype) -> Spec:
-    scalar = _source.SCALAR_TYPES[dtype]
-    return _source.Module(_source.DENSE, scalar), _source.dense_fwd_name(scalar)
+def dense_fwd_spec(dtype: torch.dtype, t_in: int, t_out: int) -> Spec:
+    scalar, window = _source.SCALAR_TYPES[dtype], _source.dense_window(t_in, t_out)
+    return _source.Module(_source.DENSE, scalar, window), _source.dense_fwd_name(scalar, window)
 
 
-def dense_bwd_spec(dtype: torch.dtype) -> Spec:
-    scalar = _source.SCALAR_TYPES[dtype]
-    return _source.Module(_source.DENSE, scalar), _source.dense_bwd_name(scalar)
+def dense_bwd_spec(dtype: torch.dtype, t_in: int, t_out: int) -> Spec:
+    scalar, window = _source.SCALAR_TYPES[dtype], _source.dense_window(t_in, t_out)
+    return _source.Module(_source.DENSE, scalar, window), _source.dense_bwd_name(scalar, window)
 
 
 # ---------------------------------------------------------------- causal conv
@@ -282,9 +282,11 @@ def dense_fire_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     if out.numel() == 0:
         return out
     w, b = weight.float().contiguous(), bias.float().contiguous()
-    block = _host.MAX_BLOCK
-    args = (ptr(x), ptr(out), ptr(w), ptr(b), np.int32(t_in), np.int32(w.shape[0]), np.int64(m))
-    launch(*dense_fwd_spec(x.dtype), x.device, (_cdiv(m, block),), block, args)
+    t_out, block = w.shape[0], _host.MAX_BLOCK
+    module, name = dense_fwd_spec(x.dtype, t_in, t_out)
+    args = (ptr(x), ptr(out), ptr(w), ptr(b), np.int32(t_in), np.int32(t_out), np.int64(m))
+    smem = _host.dense_smem(t_out, module.window)
+    launch(module, name, x.device, (_cdiv(m, block),), block, args, smem)
     return out
 
 
@@ -309,5 +311,7 @@ def dense_backward(
         np.float32(params[0]), np.float32(params[1]), np.float32(params[2]),
         ptr(g), ptr(grad_x), np.int32(t_in), np.int32(w.shape[0]), np.int64(m),
     )  # fmt: skip
-    launch(*dense_bwd_spec(x.dtype), x.device, (_cdiv(m, block),), block, args)
+    module, name = dense_bwd_spec(x.dtype, t_in, w.shape[0])
+    smem = _host.dense_smem(w.shape[0], module.window)
+    launch(module, name, x.device, (_cdiv(m, block),), block, args, smem)
     return grad_x, g

@@ -29,10 +29,15 @@ SOURCES = (CONV, DENSE)
 # GENERIC_K (0) serves any k.
 WINDOWS = (4, 8, 16)
 GENERIC_K = 0
+# Input steps held in registers by the dense kernels (one serves T_in <= it, T_out <= DENSE_MAX_OUT);
+# 0 serves any shape.
+DENSE_WINDOWS = (8, 16, 32)
+DENSE_MAX_OUT = 64
 
 
 class Module(NamedTuple):
-    """One compiled unit: a source, a storage type and (conv only) a window size."""
+    """One compiled unit: a source, a storage type and a window size (conv: taps, dense: input
+    steps held in registers)."""
 
     filename: str
     scalar: str
@@ -75,12 +80,19 @@ def conv_stats_name(scalar: str, window: int) -> str:
     return f"psn_conv_stats_fwd<{scalar}, {window}>"
 
 
-def dense_fwd_name(scalar: str) -> str:
-    return f"psn_dense_fire_fwd<{scalar}>"
+def dense_window(t_in: int, t_out: int) -> int:
+    """The dense kernels' register window for a [t_out, t_in] weight, or GENERIC_K."""
+    if t_out > DENSE_MAX_OUT:
+        return GENERIC_K
+    return next((size for size in DENSE_WINDOWS if t_in <= size), GENERIC_K)
 
 
-def dense_bwd_name(scalar: str) -> str:
-    return f"psn_dense_fire_bwd<{scalar}>"
+def dense_fwd_name(scalar: str, window: int) -> str:
+    return f"psn_dense_fire_fwd<{scalar}, {window}>"
+
+
+def dense_bwd_name(scalar: str, window: int) -> str:
+    return f"psn_dense_fire_bwd<{scalar}, {window}>"
 
 
 def module_names(module: Module) -> list[str]:
@@ -95,7 +107,7 @@ def module_names(module: Module) -> list[str]:
             conv_stats_name(scalar, size),
         ]
     if filename == DENSE:
-        return [dense_fwd_name(scalar), dense_bwd_name(scalar)]
+        return [dense_fwd_name(scalar, size), dense_bwd_name(scalar, size)]
     raise ValueError(f"unknown kernel source {filename!r}")
 
 
@@ -106,7 +118,12 @@ def all_modules() -> list[Module]:
         for scalar in SCALAR_TYPES.values()
         for size in (*WINDOWS, GENERIC_K)
     ]
-    return conv + [Module(DENSE, scalar) for scalar in SCALAR_TYPES.values()]
+    dense = [
+        Module(DENSE, scalar, size)
+        for scalar in SCALAR_TYPES.values()
+        for size in (*DENSE_WINDOWS, GENERIC_K)
+    ]
+    return conv + dense
 
 
 def all_names(filename: str) -> list[str]:

@@ -47,7 +47,11 @@ class Case:
     def specs(self) -> set[_launch.Spec]:
         """The kernels this case launches."""
         if self.op == "dense":
-            return {_launch.dense_fwd_spec(self.dtype), _launch.dense_bwd_spec(self.dtype)}
+            t_in, t_out = self.shape[0], self.shape[0]
+            return {
+                _launch.dense_fwd_spec(self.dtype, t_in, t_out),
+                _launch.dense_bwd_spec(self.dtype, t_in, t_out),
+            }
         if self.op == "stats":
             return {
                 _launch.conv_stats_spec(self.dtype, self.k),
@@ -69,7 +73,8 @@ def kernel_cases() -> list[Case]:
             cases.append(Case("conv", dtype, k, True, "Sigmoid", (7, 50, 40, 1), 1, True))
             cases.append(Case("stats", dtype, k))
         cases.append(Case("conv", dtype, 4, False, "Erf", (5, 3, 2, 70), 3))
-        cases.append(Case("dense", dtype, shape=(6, 777)))
+        for steps in (6, 13, 32, 70):  # dense windows 8, 16, 32 and the generic kernels
+            cases.append(Case("dense", dtype, shape=(steps, 777)))
     return cases
 
 

@@ -115,7 +115,9 @@ def launch_shape(name: str, n_t: int, layout: Layout) -> tuple[int, int]:
         return block[0] * block[1], _host.conv_bwd_smem(block, int(args[2]))
     if name.startswith("psn_conv_stats_fwd"):
         return block[0] * block[1], _host.conv_stats_smem(block, int(args[1]))
-    return _host.MAX_BLOCK, 0  # dense: one thread per column, no shared memory
+    # dense, W [T, T] (at T > DENSE_MAX_OUT, the largest weight a register window serves)
+    t_out = min(n_t, _source.DENSE_MAX_OUT)
+    return _host.MAX_BLOCK, _host.dense_smem(t_out, int(args[1]))
 
 
 @dataclass(frozen=True)
