@@ -10,8 +10,9 @@
 // sum rounded on its own, as the PyTorch reference rounds it) and no flush of subnormals to zero.
 #pragma once
 
+// Dynamic shared memory, 16-byte aligned (some kernels read it 4 floats at a time).
 #ifndef PSN_SHARED_FLOATS
-#define PSN_SHARED_FLOATS(name) extern __shared__ float name[]
+#define PSN_SHARED_FLOATS(name) extern __shared__ __align__(16) float name[]
 #endif
 
 // ---------------------------------------------------------------- storage types
@@ -86,12 +87,15 @@ __device__ __forceinline__ float psn_load(const psn_half* p) {
 __device__ __forceinline__ void psn_store(psn_half* p, float v) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(p->bits) : "f"(v));
 }
+#else
+__device__ __forceinline__ float psn_load(const psn_half* p) { return psn_half_to_float(p->bits); }
+__device__ __forceinline__ void psn_store(psn_half* p, float v) { p->bits = psn_float_to_half(v); }
+#endif
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800  // cvt to bf16 needs sm_80
 __device__ __forceinline__ void psn_store(psn_bf16* p, float v) {
     asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(p->bits) : "f"(v));
 }
 #else
-__device__ __forceinline__ float psn_load(const psn_half* p) { return psn_half_to_float(p->bits); }
-__device__ __forceinline__ void psn_store(psn_half* p, float v) { p->bits = psn_float_to_half(v); }
 __device__ __forceinline__ void psn_store(psn_bf16* p, float v) { p->bits = psn_float_to_bf16(v); }
 #endif
 
