@@ -183,6 +183,7 @@ CONV_CASES = [
     (9, 2, 1, 6, 4, 1, True, True, False),  # sliding PSN: one channel, shared weight
     (5, 1, 4, 1, 3, 3, True, False, True),  # shared weight over channels, S = 1
     (21, 2, 2, 2, 8, 1, False, True, True),  # window 8, a remainder after full iterations
+    (40, 2, 3, 4, 4, 1, False, True, False),  # window 4: iterations of 8 or 16 steps
     (37, 1, 2, 3, 16, 2, False, True, True),  # window 16
     (4, 1, 2, 2, 64, 1, False, True, False),  # k = 64: the generic kernels
 ]

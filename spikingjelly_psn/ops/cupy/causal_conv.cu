@@ -192,16 +192,15 @@ __device__ __forceinline__ void psn_fwd_steps(const scalar_t* x, const psn_fwd_t
 // Calls step(t, off, h) with the charge H[t] of every t of the column (off: the offset of x[t]
 // at this column), for r = 0..d−1 the steps t = r, r + d, ... (w: the channel's taps in memory).
 // Each input of x is loaded once; the main loop runs U steps per iteration (U loads issued
-// together, (K − U) / U register moves per step). Power-of-two taps: when some window of the
+// together, at most (K − U) / U register moves per step; U is what 64 registers allow). Power-of-two taps: when some window of the
 // dilation class needed the general exponent arithmetic, the class is walked again afterwards
 // and those steps are done from memory (rare; kept out of the unrolled code, whose registers
 // it would otherwise need).
-template <typename scalar_t, int K, bool POW2, typename Step>
+template <int U, typename scalar_t, int K, bool POW2, typename Step>
 __device__ __forceinline__ void psn_walk_forward(const scalar_t* x, const scalar_t* hist,
                                                  const psn_fwd_taps<K, POW2>& taps, const float* w,
                                                  int n_t, int d, psn_index stride, psn_index col,
                                                  Step step) {
-    constexpr int U = !POW2 ? (K < 8 ? K : 8) : (K < 4 ? K : (K == 16 ? 2 : 4));
     int k = taps.k, L = (k - 1) * d;
     for (int r = 0; r < d && r < n_t; ++r) {
         float prev[K - 1];
@@ -252,7 +251,8 @@ __global__ void PSN_BOUNDS psn_conv_fire_fwd(const scalar_t* __restrict__ x,
         PSN_SHARED_FLOATS(smem);  // K > 8: the tap rows (psn_fwd_row)
         psn_fwd_taps<K, POW2> taps;
         taps.load(w, k, psn_fwd_row<K>(smem, threadIdx.x));
-        psn_walk_forward(x, hist, taps, w, n_t, d, N, col, [&](int, psn_index off, float h) {
+        constexpr int U = POW2 ? (K == 16 ? 2 : 4) : (K == 4 && sizeof(scalar_t) == 2 ? 16 : 8);
+        psn_walk_forward<U>(x, hist, taps, w, n_t, d, N, col, [&](int, psn_index off, float h) {
             psn_store_spike(out + off, h + b >= 0.0f);
         });
     } else {
@@ -341,8 +341,8 @@ __device__ __forceinline__ void psn_bwd_steps(const scalar_t* grad_s, const scal
     for (int s = 0; s < K; ++s) xw[s] = s + U < K ? xw[s + U] : n[s + U - K];
 }
 
-// Backward of one column for K > 0, walking each dilation class backwards in time, U = min(K, 4)
-// steps per iteration. ring[m * nt] (m < 2K, nt threads apart) holds g of step j at m = j mod K
+// Backward of one column for K > 0, walking each dilation class backwards in time, U = 4 or 8
+// steps per iteration (what 64 registers allow). ring[m * nt] (m < 2K, nt threads apart) holds g of step j at m = j mod K
 // and again at m + K, so g[t + l·d] for l < k sits at a fixed offset from the current slot.
 // Adds the column's tap sums to ts[s] (tap K−1−s) and Σ g to *gsum.
 template <typename scalar_t, int MODE, int K>
@@ -351,7 +351,7 @@ __device__ __forceinline__ void psn_conv_bwd_column(
     const psn_bwd_taps<K>& tap, float c0, float c1, float c2, int sg, float p0, float p1,
     float p2, float* ring, unsigned int nt, int n_t, int d, psn_index stride, psn_index col,
     float (&ts)[K], float* gsum) {
-    constexpr int U = K < 4 ? K : 4;
+    constexpr int U = K == 16 && sizeof(scalar_t) == 2 ? 8 : 4;  // U divides K
     int k = tap.k, L = (k - 1) * d, lo = K - k;
     for (int r = 0; r < d && r < n_t; ++r) {
 #pragma unroll
@@ -527,7 +527,7 @@ __global__ void PSN_BOUNDS psn_conv_stats_fwd(const scalar_t* __restrict__ x,
         if constexpr (K > 0) {
             psn_fwd_taps<K, false> taps;
             taps.load(w, k, psn_fwd_row<K>(smem + 3 * nt, tid));
-            psn_walk_forward(x, hist, taps, w, n_t, d, stride, col, sums);
+            psn_walk_forward<8>(x, hist, taps, w, n_t, d, stride, col, sums);
         } else {
             for (int t = 0; t < n_t; ++t)
                 sums(t, 0, psn_charge_at<scalar_t, false>(x, hist, w, t, k, d, stride, col));
