@@ -572,6 +572,14 @@ def test_opcheck_schema_fake_and_autograd_registration():
         )
 
 
+def test_gpu_validation_kernel_cases_pass_on_the_emulated_kernels():
+    """The cases compute-sanitizer runs on a GPU agree with the torch backend here first."""
+    from spikingjelly_psn.ops.cupy import gpu_checks
+
+    for case in gpu_checks.kernel_cases():
+        gpu_checks.run_case(case, torch.device("cpu"))
+
+
 # ---------------------------------------------------------------- the plugin neurons
 
 
