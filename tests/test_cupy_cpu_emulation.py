@@ -1,7 +1,8 @@
 """The CUDA kernels' device code, compiled as C++ and run on the CPU, against the reference ops.
 
-Same .cu/.cuh sources as the GPU build (see tests/cupy_support); each emulated block has one
-thread, so the deterministic partial buffers hold per-thread partial sums.
+Same .cu/.cuh sources as the GPU build (see tests/cupy_support). By default each emulated block
+has one thread, so the deterministic partial buffers hold per-thread partial sums; the
+real-block-shape tests run every thread of the launcher's blocks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import spikingjelly_psn.ops.cupy as cupy_ops
 from spikingjelly_psn.ops import reference
-from spikingjelly_psn.ops.cupy import _host, _launch, _surrogates
+from spikingjelly_psn.ops.cupy import _host, _launch, _source, _surrogates
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="g++ is not installed")
 
@@ -82,15 +83,31 @@ def test_exponent_arithmetic_is_bit_identical_to_multiplying(emu):
         assert torch.equal(got[~nan].view(torch.int32), want[~nan].view(torch.int32)), e
 
 
+def _pow2_codes(emu, weights: torch.Tensor) -> list[int]:
+    return [emu.lib.emu_pow2_code(w) for w in weights.tolist()]
+
+
+def test_pow2_code_is_the_frexp_exponent(emu):
+    """Tap code (bit 0 sign, bit 1 non-zero, bits 2.. exponent) as computed on the device."""
+    g = _gen(3)
+    weights = torch.cat([
+        torch.ldexp(torch.ones(277), torch.arange(-149, 128)), -torch.ldexp(torch.ones(5), torch.arange(-3, 2)),
+        torch.randn(200, generator=g) * torch.logspace(-40, 30, 200), torch.tensor([0.0, -0.0]),
+    ])  # fmt: skip
+    _, exponent = torch.frexp(weights)
+    sign = torch.signbit(weights).to(torch.int32)
+    want = torch.where(weights != 0, (exponent - 1) * 4 + 2 + sign, sign)
+    assert _pow2_codes(emu, weights) == want.tolist()
+
+
 def test_pow2_taps_equal_float_multiplies(emu):
     exps = torch.arange(-149, 128)
     weights = torch.cat(
         [torch.ldexp(torch.ones(len(exps)), exps), -torch.ldexp(torch.ones(10), exps[:10])]
     )
     weights = torch.cat([weights, torch.tensor([0.0, -0.0])])
-    codes = _host.pow2_codes(weights)
     x = torch.tensor([1.0, -3.0, 1e-40, -(2**-149), 3.3e38, 0.0, 1.2345678])
-    for w, code in zip(weights.tolist(), codes.tolist()):
+    for w, code in zip(weights.tolist(), _pow2_codes(emu, weights)):
         got = torch.tensor([emu.lib.emu_apply_tap(v, code) for v in x.tolist()])
         want = x * torch.tensor(w, dtype=torch.float32)
         assert torch.equal(got.view(torch.int32), want.view(torch.int32)), w
@@ -120,6 +137,8 @@ def test_surrogate_derivative_matches_spikingjelly_autograd(emu, sg_fn):
     sg, params = _surrogates.encode(sg_fn)
     got = emu.surrogate(sg, x.detach(), params)
     torch.testing.assert_close(got, x.grad, rtol=2e-5, atol=1e-6)
+    if sg in _host.INLINE_SURROGATES:  # the register-window backward's inline copy
+        assert torch.equal(emu.surrogate(sg, x.detach(), params, common=True), got)
 
 
 @pytest.mark.parametrize(
@@ -148,7 +167,7 @@ def _conv_inputs(T, B, C, S, k, d, dtype, shared, with_history, pow2, seed):
     w = torch.randn(rows, k, generator=g) * 0.7
     if pow2:
         w = torch.sign(w) * torch.exp2(torch.round(torch.log2(w.abs())))
-        w[torch.rand(w.shape, generator=g) < 0.2] = 0.0
+        w[torch.rand(w.shape, generator=g) < 0.1] = 0.0
     b = torch.randn(rows if not shared else 1, generator=g) * 0.3
     lag = (k - 1) * d
     hist = torch.randn(lag, B, C, S, generator=g).to(dtype) if with_history and lag else None
@@ -163,21 +182,58 @@ CONV_CASES = [
     (3, 2, 2, 3, 6, 2, False, False, True),  # T < k
     (9, 2, 1, 6, 4, 1, True, True, False),  # sliding PSN: one channel, shared weight
     (5, 1, 4, 1, 3, 3, True, False, True),  # shared weight over channels, S = 1
-    (4, 1, 2, 2, 64, 1, False, True, False),  # k = 64
+    (21, 2, 2, 2, 8, 1, False, True, True),  # window 8, a remainder after full iterations
+    (40, 2, 3, 4, 4, 1, False, True, False),  # window 4: iterations of 8 or 16 steps
+    (37, 1, 2, 3, 16, 2, False, True, True),  # window 16
+    (4, 1, 2, 2, 64, 1, False, True, False),  # k = 64: the generic kernels
 ]
+WINDOW_IDS = {None: "launcher", _source.GENERIC_K: "generic"}
 
 
+@pytest.mark.parametrize("window", [None, _source.GENERIC_K], ids=WINDOW_IDS.get)
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_conv_fire_forward_matches_reference_bitwise(emu, case, dtype):
+def test_conv_fire_forward_matches_reference_bitwise(emu, case, dtype, window):
     T, B, C, S, k, d, shared, with_history, pow2 = case
     x, w, b, hist = _conv_inputs(T, B, C, S, k, d, dtype, shared, with_history, pow2, seed=T + k)
     want = reference.causal_conv_fire(x, w, b, d, surrogate.ATan(), hist, pow2)
-    for wide in (False, True):
-        got = emu.conv_fire(x, w, b, d, hist, pow2, wide=wide)
-        assert got.dtype == dtype
-        assert torch.equal(got, want)
+    got = emu.conv_fire(x, w, b, d, hist, pow2, window=window)
+    assert got.dtype == dtype
+    assert torch.equal(got, want)
     assert want.numel() < 50 or 0 < want.float().mean() < 1
+
+
+def _awkward_inputs(shape, g: torch.Generator) -> torch.Tensor:
+    """Inputs for every branch of the power-of-two taps: zeros, subnormals, values whose
+    products leave the normal range, inf and NaN, among ordinary ones."""
+    x = torch.randn(shape, generator=g)
+    pick = torch.rand(shape, generator=g)
+    specials = torch.tensor([0.0, -0.0, 1e-40, -3e-39, 2**-126, 3e38, -1e38, float("inf"),
+                             -float("inf"), float("nan")])  # fmt: skip
+    chosen = specials[torch.randint(len(specials), shape, generator=g)]
+    return torch.where(pick < 0.15, chosen, x)
+
+
+@pytest.mark.parametrize("k,d", [(3, 1), (4, 2), (7, 1), (16, 1), (20, 2)])
+def test_pow2_taps_are_bit_identical_to_float_taps(emu, k, d):
+    """Exponent arithmetic (fast integer add, or the general path) gives the spikes of float
+    multiplies bit for bit, on every kind of input and for extreme exponents."""
+    g = _gen(100 + k)
+    T, B, C, S = 40, 2, 6, 5
+    x = _awkward_inputs((T, B, C, S), g)
+    hist = _awkward_inputs(((k - 1) * d, B, C, S), g)
+    exps = torch.randint(-30, 30, (C, k), generator=g)
+    exps[0] = torch.tensor([-149, -126, 127, 100, -100] * k)[:k]  # products leave the range
+    w = torch.ldexp(torch.ones(C, k), exps) * torch.where(
+        torch.rand(C, k, generator=g) < 0.5, -1, 1
+    )
+    w[1, 0] = 0.0  # a channel with a zero tap
+    b = torch.randn(C, generator=g)
+    want = reference.causal_conv_fire(x, w, b, d, surrogate.ATan(), hist)
+    float_taps = emu.conv_fire(x, w, b, d, hist, power_of_two=False)
+    assert torch.equal(float_taps, want)
+    for window in (None, _source.GENERIC_K):
+        assert torch.equal(emu.conv_fire(x, w, b, d, hist, power_of_two=True, window=window), want)
 
 
 def _reference_conv_grads(x, w, b, d, hist, grad_s, sg_fn):
@@ -211,7 +267,7 @@ def test_conv_fire_backward_matches_reference(emu, case, dtype):
     grad_s = torch.randn(x.shape, generator=_gen(7)).to(dtype)
     sg_fn = surrogate.Sigmoid(alpha=2.0) if k % 2 else surrogate.ATan()
     sg, params = _surrogates.encode(sg_fn)
-    grad_x, partial, gwb = emu.conv_backward(grad_s, x, w, b, d, sg, params, hist, pow2)
+    grad_x, partial, gwb = emu.conv_backward(grad_s, x, w, b, d, sg, params, hist)
     grad_w, grad_b = _host.split_weight_bias_grad(gwb, w, b)
     want_x, want_w, want_b = _reference_conv_grads(x, w, b, d, hist, grad_s, sg_fn)
     tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-2}
@@ -220,12 +276,30 @@ def test_conv_fire_backward_matches_reference(emu, case, dtype):
     torch.testing.assert_close(grad_b, want_b, rtol=1e-4, atol=1e-4)
     want_partial = _expected_partials(x, w, b.reshape(-1).expand(C), d, hist, grad_s, sg_fn)
     torch.testing.assert_close(partial, want_partial, rtol=1e-4, atol=1e-5)
-    # global scratch instead of shared memory, and 64-bit offsets: the same arithmetic, bit for bit
-    same = emu.conv_backward(grad_s, x, w, b, d, sg, params, hist, pow2, scratch=True, wide=True)
-    assert torch.equal(same[0], grad_x) and torch.equal(same[1], partial)
+    # the generic kernel: the same grad_x bit for bit (same sums in the same order), the tap
+    # sums in another order
+    generic = emu.conv_backward(grad_s, x, w, b, d, sg, params, hist, window=_source.GENERIC_K)
+    assert torch.equal(generic[0], grad_x)
+    torch.testing.assert_close(generic[1], partial, rtol=1e-5, atol=1e-5)
     # atomics mode: the same sums, in another order
-    atomic = emu.conv_backward(grad_s, x, w, b, d, sg, params, hist, pow2, deterministic=False)
+    atomic = emu.conv_backward(grad_s, x, w, b, d, sg, params, hist, deterministic=False)
     torch.testing.assert_close(atomic[2], gwb, rtol=1e-5, atol=1e-5)
+
+
+def test_other_surrogates_take_the_generic_backward(emu):
+    T, B, C, S, k, d = 11, 2, 3, 4, 4, 2
+    x, w, b, hist = _conv_inputs(T, B, C, S, k, d, torch.float32, False, True, False, seed=8)
+    grad_s = torch.randn(x.shape, generator=_gen(9))
+    for sg_fn in (surrogate.Erf(), surrogate.SquarewaveFourierSeries(), surrogate.S2NN()):
+        sg, params = _surrogates.encode(sg_fn)
+        assert _host.bwd_window(k, _source.MODE_FIRE, sg) == _source.GENERIC_K
+        grad_x, _, gwb = emu.conv_backward(grad_s, x, w, b, d, sg, params, hist)
+        want_x, want_w, _ = _reference_conv_grads(x, w, b, d, hist, grad_s, sg_fn)
+        torch.testing.assert_close(grad_x, want_x, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            _host.split_weight_bias_grad(gwb, w, b)[0], want_w, rtol=1e-4, atol=1e-4
+        )
+    assert _host.bwd_window(k, _source.MODE_STATS, 7) == _host.bwd_window(k, 0, 0) == 4
 
 
 def test_conv_fire_chunked_stream_equals_one_call(emu):
@@ -249,7 +323,8 @@ GPU_LAUNCH_CASES = [
     (5, 70, 5, 1, 4, 1, False, False),  # 8 channels x 32 rows, a partial row block
     (4, 3, 2, 45, 2, 3, True, True),  # one channel per block, 128 rows, a partial row block
     (7, 5, 3, 2, 3, 1, False, False),  # S = 2: channels side by side
-    (400, 3, 2, 11, 3, 1, False, False),  # T > 383: global scratch with the full block
+    (13, 3, 33, 1, 12, 1, False, True),  # window 16: tap rows per channel of the block
+    (9, 2, 2, 9, 20, 1, False, False),  # the generic kernels (global scratch)
 ]
 
 
@@ -261,7 +336,11 @@ def test_conv_kernels_with_real_block_shapes(emu, case, descending):
     T, B, C, S, k, d, shared, with_history = case
     x, w, b, hist = _conv_inputs(T, B, C, S, k, d, torch.float32, shared, with_history, False, 21)
     gpu = Emulator(emu.lib, launch="gpu", descending=descending)
-    assert torch.equal(gpu.conv_fire(x, w, b, d, hist), emu.conv_fire(x, w, b, d, hist))
+    for pow2 in (False, True):
+        wp = torch.sign(w) * torch.exp2(torch.round(torch.log2(w.abs()))) if pow2 else w
+        assert torch.equal(
+            gpu.conv_fire(x, wp, b, d, hist, pow2), emu.conv_fire(x, wp, b, d, hist, pow2)
+        )
     grad_s = torch.randn(x.shape, generator=_gen(22))
     sg, params = _surrogates.encode(surrogate.ATan())
     one = emu.conv_backward(grad_s, x, w, b, d, sg, params, hist)
@@ -282,22 +361,22 @@ def test_conv_kernels_with_real_block_shapes(emu, case, descending):
 
 
 def test_launch_shapes_respect_the_gpu_limits():
-    """Block <= 1024 threads, dynamic shared memory <= 48 KiB (no opt-in), grid.y <= 65535,
-    for every T the backward may see; the shared-memory path holds up to T = 383."""
+    """Block <= 256 threads, dynamic shared memory <= 48 KiB (no opt-in), grid.y <= 65535,
+    for every window and layout; the shapes do not depend on T."""
     for channels, positions in [(1, 1), (3, 1), (40, 1), (65535, 1), (7, 2), (64, 3), (2, 1024)]:
         for columns in (1, 31, 32, 33, 255, 256, 257, 10**6):
-            stats_block = _host.conv_block(columns, channels, positions)
-            assert 32 <= stats_block[0] * stats_block[1] <= _host.MAX_BLOCK
-            assert 3 * stats_block[0] * stats_block[1] * 4 <= _host.SMEM_LIMIT
-            for n_t in (1, 2, 31, 100, 383, 384, 1000, 100000):
-                block, smem, scratch = _host.conv_bwd_config(n_t, columns, channels, positions)
-                threads = block[0] * block[1]
-                grid = _host.conv_grid(columns, channels, block)
-                _launch.check_launch(grid, block, smem)
-                assert threads <= 1024 and smem <= _host.SMEM_LIMIT
-                assert scratch == (n_t > 383)
-                assert smem == (threads * 4 if scratch else (n_t + 1) * threads * 4)
-                assert grid[0] * block[1] >= columns and grid[1] * block[0] >= channels
+            block = _host.conv_block(columns, channels, positions)
+            threads = block[0] * block[1]
+            assert 32 <= threads <= _host.MAX_BLOCK
+            grid = _host.conv_grid(columns, channels, block)
+            assert grid[0] * block[1] >= columns and grid[1] * block[0] >= channels
+            for window in (*_source.WINDOWS, _source.GENERIC_K):
+                for smem in (
+                    _host.conv_bwd_smem(block, window),
+                    _host.conv_stats_smem(block, window),
+                    _host.conv_fwd_smem(threads, window),
+                ):
+                    _launch.check_launch(grid, block, smem)
     with pytest.raises(RuntimeError, match="invalid launch"):
         _launch.check_launch((1, 65536), (1, 32), 0)
     with pytest.raises(RuntimeError, match="invalid launch"):
@@ -326,6 +405,10 @@ def test_conv_stats_and_their_backward_match_reference(emu, case, dtype):
     grad_x, _, gwb = emu.conv_backward(
         None, x, w, None, d, 0, (0.0, 0.0, 0.0), hist, stats=(mean, c1, c2)
     )
+    generic = emu.conv_backward(
+        None, x, w, None, d, 0, (0.0,) * 3, hist, stats=(mean, c1, c2), window=_source.GENERIC_K
+    )
+    assert torch.equal(generic[0], grad_x)
     grad_w, _ = _host.split_weight_bias_grad(gwb, w, None)
     tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-3}
     torch.testing.assert_close(grad_x.float(), xr.grad, **tol)
@@ -335,7 +418,10 @@ def test_conv_stats_and_their_backward_match_reference(emu, case, dtype):
 # ---------------------------------------------------------------- dense
 
 
-@pytest.mark.parametrize("shape", [(4, 4, 37), (6, 3, 5), (1, 1, 9), (16, 16, 65)])
+DENSE_SHAPES = [(4, 4, 37), (6, 3, 5), (1, 1, 9), (16, 16, 65), (32, 32, 40), (70, 9, 11)]
+
+
+@pytest.mark.parametrize("shape", DENSE_SHAPES)  # [T_out, T_in, M]: windows 8, 16, 32 and generic
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dense_fire_matches_reference(emu, shape, dtype):
     t_out, t_in, m = shape
@@ -345,12 +431,15 @@ def test_dense_fire_matches_reference(emu, shape, dtype):
     b = (torch.randn(t_out, 1, generator=g) * 0.2).to(dtype)
     exact = torch.addmm(b.double(), w.double(), x.double())
     margin = exact.abs() > (1e-4 if dtype == torch.float32 else 3e-2)
-    for wide in (False, True):
-        got = emu.dense_fire(x, w, b, wide=wide)
-        assert got.dtype == dtype
-        assert torch.equal(got[margin], (exact >= 0).to(dtype)[margin])
+    got = emu.dense_fire(x, w, b)
+    assert got.dtype == dtype
+    assert torch.equal(got[margin], (exact >= 0).to(dtype)[margin])
     want = reference.dense_fire(x.float(), w.float(), b.float(), surrogate.ATan())
-    assert torch.equal(emu.dense_fire(x, w, b)[margin], want.to(dtype)[margin])
+    assert torch.equal(got[margin], want.to(dtype)[margin])
+    # the generic kernel and the launcher's block shape: the same sums, the same spikes
+    gpu = Emulator(emu.lib, launch="gpu")
+    assert torch.equal(emu.dense_fire(x, w, b, window=_source.GENERIC_K), got)
+    assert torch.equal(gpu.dense_fire(x, w, b), got)
     for sg_fn in (surrogate.ATan(), surrogate.Sigmoid(), surrogate.Erf()):
         grad_s = torch.randn(t_out, m, generator=g).to(dtype)
         xr, wr, br = (t.float().clone().requires_grad_(True) for t in (x, w, b))
@@ -363,6 +452,17 @@ def test_dense_fire_matches_reference(emu, shape, dtype):
         torch.testing.assert_close(grad_x.float(), xr.grad, **tol)
         torch.testing.assert_close(gh @ x.float().t(), wr.grad, **tol)
         torch.testing.assert_close(gh.sum(1, keepdim=True), br.grad, **tol)
+        generic = emu.dense_backward(grad_s, x, w, b, sg, params, window=_source.GENERIC_K)
+        assert torch.equal(generic[0], grad_x) and torch.equal(generic[1], gh)
+        on_gpu_blocks = gpu.dense_backward(grad_s, x, w, b, sg, params)
+        assert torch.equal(on_gpu_blocks[0], grad_x) and torch.equal(on_gpu_blocks[1], gh)
+
+
+def test_dense_windows():
+    assert [_source.dense_window(t, t) for t in (1, 8, 9, 16, 17, 32, 33, 64)] == [
+        8, 8, 16, 16, 32, 32, 0, 0,
+    ]  # fmt: skip
+    assert _source.dense_window(4, 65) == 0  # W would not fit the shared rows
 
 
 # ---------------------------------------------------------------- host-side behaviour

@@ -64,8 +64,11 @@ CONV_CASES = [
     (3, 2, 4, 9, 6, 3, False, False, True),
     (32, 8, 1, 257, 8, 1, True, True, False),
     (7, 5, 6, 1, 3, 2, True, False, True),
-    (4, 2, 2, 5, 64, 1, False, True, False),
-    (400, 1, 2, 40, 3, 1, False, False, False),  # g does not fit shared memory: global scratch
+    (4, 2, 2, 5, 64, 1, False, True, False),  # the generic kernels
+    (400, 1, 2, 40, 3, 1, False, False, False),  # long T
+    (21, 3, 40, 1, 8, 1, False, True, True),  # window 8, 32 channels per backward block
+    (37, 2, 33, 1, 12, 2, False, True, False),  # window 16: tap rows per channel
+    (19, 2, 3, 50, 16, 1, False, False, True),  # window 16, power-of-two taps
 ]
 
 
@@ -82,6 +85,42 @@ def test_causal_conv_fire_parity(case, dtype):
     torch.testing.assert_close(got[1], ref[1], **_tol(dtype))
     torch.testing.assert_close(got[2], ref[2], rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(got[3], ref[3], rtol=1e-3, atol=1e-3)
+
+
+def test_a_negative_subnormal_charge_does_not_spike():
+    """Compiled without flush-to-zero: H = -1e-40 stays negative (no spike), as on the torch
+    backend, with float and with power-of-two taps."""
+    x = torch.tensor([-1e-40, 1e-40, -0.0, 0.0], device="cuda").view(4, 1, 1, 1)
+    w, b = torch.ones(1, 1, device="cuda"), torch.zeros(1, device="cuda")
+    want = torch.tensor([0.0, 1.0, 1.0, 1.0], device="cuda").view(4, 1, 1, 1)
+    for pow2 in (False, True):
+        got = ops.causal_conv_fire(x, w, b, 1, surrogate.ATan(), None, pow2, backend="cupy")
+        assert torch.equal(got, want)
+    assert torch.equal(reference.causal_conv_fire(x, w, b, 1, surrogate.ATan()), want)
+
+
+@pytest.mark.parametrize("k", [3, 8, 12, 20])
+def test_power_of_two_taps_on_awkward_inputs(k):
+    """Zeros, subnormals, products out of the normal range, inf and NaN: exponent arithmetic
+    gives the spikes of float multiplies and of the torch backend, bit for bit."""
+    g = torch.Generator(device="cuda").manual_seed(k)
+    T, B, C, S, d = 33, 2, 6, 40, 2
+    x = torch.randn(T, B, C, S, device="cuda", generator=g)
+    specials = torch.tensor([0.0, -0.0, 1e-40, -3e-39, 3e38, float("inf"), float("nan")],
+                            device="cuda")  # fmt: skip
+    pick = torch.rand(x.shape, device="cuda", generator=g) < 0.1
+    index = torch.randint(len(specials), x.shape, device="cuda", generator=g)
+    x = torch.where(pick, specials[index], x)
+    exps = torch.randint(-40, 40, (C, k), device="cuda", generator=g)
+    exps[0, 0], exps[1, -1] = -140, 120
+    w = torch.ldexp(torch.ones(C, k, device="cuda"), exps)
+    w[2, 0] = 0.0
+    b = torch.randn(C, device="cuda", generator=g)
+    want = reference.causal_conv_fire(x, w, b, d, surrogate.ATan())
+    for pow2 in (False, True):
+        assert torch.equal(
+            ops.causal_conv_fire(x, w, b, d, surrogate.ATan(), None, pow2, "cupy"), want
+        )
 
 
 @pytest.mark.parametrize("sg", SURROGATES, ids=repr)
@@ -120,7 +159,9 @@ def _dense_run(backend, x, w, b, sg, grad_s=None):
     return s, xr.grad, wr.grad, br.grad
 
 
-@pytest.mark.parametrize("shape", [(8, 8, 1000), (16, 16, 4099), (5, 3, 77), (1, 1, 33)])
+@pytest.mark.parametrize(
+    "shape", [(8, 8, 1000), (16, 16, 4099), (5, 3, 77), (1, 1, 33), (32, 32, 2000), (70, 70, 300)]
+)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dense_fire_parity(shape, dtype):
     t_out, t_in, m = shape

@@ -96,8 +96,8 @@ def _cpu_kernels(emu: Emulator, log: KernelLog) -> dict:
         log.add("fire", dtype=x.dtype, sg=sg, params=(p0, p1, p2), deterministic=det)
         return emu.conv_fire(x, weight, bias, dilation, history, power_of_two)
 
-    def conv_backward(grad_s, x, weight, c0, c1, c2, history, dilation, pow2, mode, sg, p0, p1,
-                      p2, det):  # fmt: skip
+    def conv_backward(grad_s, x, weight, c0, c1, c2, history, dilation, mode, sg, p0, p1, p2,
+                      det):  # fmt: skip
         _check_conv(x, weight, history, dilation)
         channels = x.shape[2]
         log.add("backward", mode=mode, sg=sg, params=(p0, p1, p2), deterministic=det)
@@ -106,18 +106,17 @@ def _cpu_kernels(emu: Emulator, log: KernelLog) -> dict:
             assert grad_s.dtype == x.dtype and grad_s.is_contiguous()
             assert c0.numel() in (1, channels) and c1 is None and c2 is None
             grad_x, _, gwb = emu.conv_backward(
-                grad_s, x, weight, c0, dilation, sg, (p0, p1, p2), history, pow2, det
+                grad_s, x, weight, c0, dilation, sg, (p0, p1, p2), history, det
             )
         else:
-            assert mode == _source.MODE_STATS and grad_s is None and not pow2
+            assert mode == _source.MODE_STATS and grad_s is None
             assert c0.numel() == channels
             _check_per_channel(c1, channels)
             _check_per_channel(c2, channels)
             stats = (c0.float().contiguous(), c1, c2)  # c0 as the launcher converts it
             grad_x, _, gwb = emu.conv_backward(
-                None, x, weight, None, dilation, 0, (0.0, 0.0, 0.0), history, False, det,
-                stats=stats,
-            )  # fmt: skip
+                None, x, weight, None, dilation, 0, (0.0, 0.0, 0.0), history, det, stats=stats
+            )
         return grad_x, gwb
 
     def conv_stats(x, weight, history, dilation, det):
@@ -558,9 +557,9 @@ def test_opcheck_schema_fake_and_autograd_registration():
     xd, wd, bd, gd = _leaves(*_dense_inputs(4, 3, 7, torch.float32, 10))
     cases = [
         (_ops.causal_conv_fire, (xl, wl, bl, hist, 3, False, sg, p0, p1, p2, True)),
-        (_ops.causal_conv_backward, (grad_s, x, w, b, None, None, hist, 3, False,
-                                     _source.MODE_FIRE, sg, p0, p1, p2, False)),
-        (_ops.causal_conv_backward, (None, x, w, mean, mean + 0.1, mean + 0.2, hist, 3, False,
+        (_ops.causal_conv_backward, (grad_s, x, w, b, None, None, hist, 3, _source.MODE_FIRE,
+                                     sg, p0, p1, p2, False)),
+        (_ops.causal_conv_backward, (None, x, w, mean, mean + 0.1, mean + 0.2, hist, 3,
                                      _source.MODE_STATS, 0, 0.0, 0.0, 0.0, True)),
         (_ops.conv_channel_stats, (xl, wl, hist, 3, False)),
         (_ops.dense_fire, (xd, wd, bd, sg, p0, p1, p2)),
@@ -571,6 +570,14 @@ def test_opcheck_schema_fake_and_autograd_registration():
         torch.library.opcheck(
             op, args, test_utils=("test_schema", "test_autograd_registration", "test_faketensor")
         )
+
+
+def test_gpu_validation_kernel_cases_pass_on_the_emulated_kernels():
+    """The cases compute-sanitizer runs on a GPU agree with the torch backend here first."""
+    from spikingjelly_psn.ops.cupy import gpu_checks
+
+    for case in gpu_checks.kernel_cases():
+        gpu_checks.run_case(case, torch.device("cpu"))
 
 
 # ---------------------------------------------------------------- the plugin neurons

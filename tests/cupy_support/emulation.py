@@ -3,9 +3,10 @@
 By default each conv kernel runs with one thread per block over its whole grid, so what the
 GPU reduces per block is here one column's partial sum. With ``launch="gpu"`` the conv kernels
 run with the block shapes the launcher picks (``_host``), every thread of a block emulated
-between barriers in ascending or descending order (``descending``). The wrappers take and
-return CPU torch tensors and use the package's own host-side helpers (tap codes, launch
-shapes, reductions), so the op is exercised end to end.
+between barriers in ascending or descending order (``descending``). The kernel variant (window
+size) is the launcher's choice unless a test names one. The wrappers take and return CPU torch
+tensors and use the package's own host-side helpers (variant choice, launch shapes,
+reductions), so the op is exercised end to end.
 """
 
 from __future__ import annotations
@@ -27,18 +28,19 @@ _P, _I, _F, _L = ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_longlon
 _SIGNATURES = {
     "emu_ldexp": ([_F, _I], _F),
     "emu_apply_tap": ([_F, _I], _F),
+    "emu_pow2_code": ([_F], _I),
     "emu_to_half": ([_P, _P, _L], None),
     "emu_from_half": ([_P, _P, _L], None),
     "emu_to_bf16": ([_P, _P, _L], None),
     "emu_from_bf16": ([_P, _P, _L], None),
-    "emu_surrogate": ([_I, _P, _P, _L, _F, _F, _F], None),
-    "emu_conv_fwd": ([_I, _I, _P, _P, _P, _P, _P, _P] + [_I] * 9, None),
-    "emu_conv_bwd": ([_I, _I, _I] + [_P] * 9 + [_I, _F, _F, _F] + [_P] * 3 + [_I] * 10, None),
-    "emu_conv_stats": ([_I, _I, _P, _P, _P, _P] + [_I] * 9, None),
+    "emu_surrogate": ([_I, _I, _P, _P, _L, _F, _F, _F], None),
+    "emu_conv_fwd": ([_I, _I, _I] + [_P] * 5 + [_I] * 9, None),
+    "emu_conv_bwd": ([_I, _I, _I] + [_P] * 8 + [_I, _F, _F, _F] + [_P] * 3 + [_I] * 10, None),
+    "emu_conv_stats": ([_I, _I] + [_P] * 4 + [_I] * 9, None),
     "emu_set_descending": ([_I], None),
     "emu_barrier_errors": ([], _L),
-    "emu_dense_fwd": ([_I, _I, _P, _P, _P, _P, _I, _I, _L], None),
-    "emu_dense_bwd": ([_I, _I, _P, _P, _P, _P, _I, _F, _F, _F, _P, _P, _I, _I, _L], None),
+    "emu_dense_fwd": ([_I, _I, _P, _P, _P, _P, _I, _I, _L, _I], None),
+    "emu_dense_bwd": ([_I, _I, _P, _P, _P, _P, _I, _F, _F, _F, _P, _P, _I, _I, _L, _I], None),
 }
 
 
@@ -100,62 +102,64 @@ class Emulator:
         if self.lib.emu_barrier_errors() != before:
             raise AssertionError("a thread returned while others waited at __syncthreads")
 
-    def conv_fire(self, x, weight, bias, dilation, history=None, power_of_two=False, wide=False):
+    def conv_fire(self, x, weight, bias, dilation, history=None, power_of_two=False, window=None):
         n_t, batch, channels, positions = x.shape
+        k = weight.shape[1]
+        window = _host.fwd_window(k) if window is None else window
         block = _host.block_size(x[0].numel()) if self.launch == "gpu" else 1
         x = x.contiguous()
         out = torch.empty_like(x)
         w = weight.float().contiguous()
         b = bias.float().reshape(-1).contiguous()
-        code = _host.pow2_codes(w) if power_of_two else None
         ws, bs = _strides(w, b.numel(), channels)
         self._run(
             self.lib.emu_conv_fwd,
-            DTYPE_CODES[x.dtype], int(wide), _p(x), _p(history), _p(out), _p(w), _p(code), _p(b),
-            n_t, batch, channels, positions, w.shape[1], dilation, ws, bs, block,
+            DTYPE_CODES[x.dtype], window, int(power_of_two), _p(x), _p(history), _p(out), _p(w),
+            _p(b), n_t, batch, channels, positions, k, dilation, ws, bs, block,
         )  # fmt: skip
         return out
 
     def conv_backward(
-        self, grad_s, x, weight, bias, dilation, sg, params, history=None, power_of_two=False,
-        deterministic=True, scratch=False, wide=False, stats=None,
+        self, grad_s, x, weight, bias, dilation, sg, params, history=None, deterministic=True,
+        stats=None, window=None,
     ):  # fmt: skip
         """(grad_x, per-block partials [C, blocks, k+1] or None, reduced [C, k+1]); with the
         default launch a block is one column.
 
-        ``stats = (mean, c1, c2)`` runs the statistics backward instead of the fire one;
-        ``scratch`` forces g into global memory (the launcher's choice with ``launch="gpu"``).
+        ``stats = (mean, c1, c2)`` runs the statistics backward instead of the fire one.
         """
         n_t, batch, channels, positions = x.shape
         k = weight.shape[1]
+        mode = _source.MODE_FIRE if stats is None else _source.MODE_STATS
+        window = _host.bwd_window(k, mode, sg) if window is None else window
         w = weight.float().contiguous()
-        code = _host.pow2_codes(w) if power_of_two else None
         grad_x = torch.empty_like(x)
         columns = batch * positions
         block = (1, 1)
         if self.launch == "gpu":
-            block, _, use_scratch = _host.conv_bwd_config(n_t, columns, channels, positions)
-            scratch = scratch or use_scratch
+            block = _host.conv_block(columns, channels, positions)
         blocks = _host.conv_grid(columns, channels, block)[0]
         partial = torch.full((channels, blocks, k + 1), float("nan")) if deterministic else None
         gwb = None if deterministic else torch.zeros(channels, k + 1)
         if stats is None:
-            mode, c0, c1, c2 = _source.MODE_FIRE, bias.float().reshape(-1).contiguous(), None, None
+            c0, c1, c2 = bias.float().reshape(-1).contiguous(), None, None
         else:
-            mode, (c0, c1, c2) = _source.MODE_STATS, stats
+            c0, c1, c2 = stats
         ws, bs = _strides(w, c0.numel(), channels)
-        scratch_buf = torch.full(x.shape, float("nan")) if scratch else None
+        scratch = torch.full(x.shape, float("nan")) if window == _source.GENERIC_K else None
         self._run(
             self.lib.emu_conv_bwd,
-            DTYPE_CODES[x.dtype], int(wide), mode, _p(grad_s), _p(x), _p(history), _p(grad_x),
-            _p(w), _p(code), _p(c0), _p(c1), _p(c2), sg, *params, _p(gwb), _p(partial),
-            _p(scratch_buf), n_t, batch, channels, positions, k, dilation, ws, bs, *block,
+            DTYPE_CODES[x.dtype], window, mode, _p(grad_s), _p(x), _p(history), _p(grad_x),
+            _p(w), _p(c0), _p(c1), _p(c2), sg, *params, _p(gwb), _p(partial), _p(scratch), n_t,
+            batch, channels, positions, k, dilation, ws, bs, *block,
         )  # fmt: skip
         reduced = _host.reduce_partials(partial) if deterministic else gwb
         return grad_x, partial, reduced
 
-    def conv_stats(self, x, weight, dilation, history=None, wide=False):
+    def conv_stats(self, x, weight, dilation, history=None, window=None):
         n_t, batch, channels, positions = x.shape
+        k = weight.shape[1]
+        window = _host.fwd_window(k) if window is None else window
         w = weight.float().contiguous()
         columns = batch * positions
         block = (1, 1)
@@ -166,35 +170,45 @@ class Emulator:
         ws, _ = _strides(w, channels, channels)
         self._run(
             self.lib.emu_conv_stats,
-            DTYPE_CODES[x.dtype], int(wide), _p(x), _p(history), _p(w), _p(partial), n_t, batch,
-            channels, positions, w.shape[1], dilation, ws, *block,
+            DTYPE_CODES[x.dtype], window, _p(x), _p(history), _p(w), _p(partial), n_t, batch,
+            channels, positions, k, dilation, ws, *block,
         )  # fmt: skip
         return _host.combine_stats(partial)
 
-    def dense_fire(self, x, weight, bias, wide=False):
+    def _dense_launch(self, t_in: int, t_out: int, window: int | None) -> tuple[int, int]:
+        window = _source.dense_window(t_in, t_out) if window is None else window
+        return window, (_host.MAX_BLOCK if self.launch == "gpu" else 1)
+
+    def dense_fire(self, x, weight, bias, window=None):
         t_in, m = x.shape
         w, b = weight.float().contiguous(), bias.float().reshape(-1).contiguous()
         out = x.new_empty((w.shape[0], m))
-        self.lib.emu_dense_fwd(
-            DTYPE_CODES[x.dtype], int(wide), _p(x), _p(out), _p(w), _p(b), t_in, w.shape[0], m
-        )
+        window, block = self._dense_launch(t_in, w.shape[0], window)
+        self._run(
+            self.lib.emu_dense_fwd,
+            DTYPE_CODES[x.dtype], window, _p(x), _p(out), _p(w), _p(b), t_in, w.shape[0], m, block,
+        )  # fmt: skip
         return out
 
-    def dense_backward(self, grad_s, x, weight, bias, sg, params, wide=False):
+    def dense_backward(self, grad_s, x, weight, bias, sg, params, window=None):
         t_in, m = x.shape
         w, b = weight.float().contiguous(), bias.float().reshape(-1).contiguous()
         g = torch.empty((w.shape[0], m))
         grad_x = torch.empty_like(x)
-        self.lib.emu_dense_bwd(
-            DTYPE_CODES[x.dtype], int(wide), _p(grad_s), _p(x), _p(w), _p(b), sg, *params, _p(g),
-            _p(grad_x), t_in, w.shape[0], m,
+        window, block = self._dense_launch(t_in, w.shape[0], window)
+        self._run(
+            self.lib.emu_dense_bwd,
+            DTYPE_CODES[x.dtype], window, _p(grad_s), _p(x), _p(w), _p(b), sg, *params, _p(g),
+            _p(grad_x), t_in, w.shape[0], m, block,
         )  # fmt: skip
         return grad_x, g
 
-    def surrogate(self, sg: int, x: torch.Tensor, params) -> torch.Tensor:
+    def surrogate(self, sg: int, x: torch.Tensor, params, common: bool = False) -> torch.Tensor:
+        """The surrogate derivative as the kernels evaluate it (``common``: the inline ATan /
+        Sigmoid of the register-window backward)."""
         x = x.float().contiguous()
         out = torch.empty_like(x)
-        self.lib.emu_surrogate(sg, _p(x), _p(out), x.numel(), *params)
+        self.lib.emu_surrogate(sg, int(common), _p(x), _p(out), x.numel(), *params)
         return out
 
     def convert(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

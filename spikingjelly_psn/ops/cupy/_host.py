@@ -1,5 +1,6 @@
-"""Host-side arithmetic around the kernels, in plain PyTorch (any device, no CuPy): tap codes,
-launch shapes and the final reductions of the kernels' per-block partial results.
+"""Host-side arithmetic around the kernels, in plain PyTorch (any device, no CuPy): which kernel
+variant serves a call, launch shapes and shared memory, and the final reductions of the kernels'
+per-block partial results.
 
 The CPU tests run these same functions around the emulated kernels.
 """
@@ -8,19 +9,31 @@ from __future__ import annotations
 
 import torch
 
+from . import _source
+
 SMEM_LIMIT = 48 * 1024  # dynamic shared memory available without an opt-in
 MAX_BLOCK = 256
 INT32_MAX = 2**31 - 1
+# Surrogate ids that the register-window backward evaluates inline (psn_surrogate_common).
+INLINE_SURROGATES = (0, 1)  # ATan, Sigmoid
 
 
-def pow2_codes(weight: torch.Tensor) -> torch.Tensor:
-    """Each tap of a power-of-two weight (0 or ±2^e) as an int32: bit 0 sign, bit 1 non-zero,
-    bits 2.. the exponent e (what ``psn_apply_tap`` decodes)."""
-    weight = weight.float()
-    _, exponent = torch.frexp(weight)  # weight = m · 2^exponent with |m| = 1/2
-    sign = torch.signbit(weight).to(torch.int32)
-    nonzero = weight != 0
-    return torch.where(nonzero, (exponent - 1) * 4 + 2 + sign, sign).to(torch.int32).contiguous()
+def fwd_window(k: int) -> int:
+    """Window size of the forward and statistics kernels for k taps (0: the generic kernel)."""
+    return _source.window(k)
+
+
+def bwd_window(k: int, mode: int, surrogate: int) -> int:
+    """Window size of the backward kernel: the register window serves the statistics and the
+    surrogates ATan and Sigmoid; the others run in the generic kernel."""
+    if mode == _source.MODE_FIRE and surrogate not in INLINE_SURROGATES:
+        return _source.GENERIC_K
+    return _source.window(k)
+
+
+def tap_row_floats(window: int) -> int:
+    """Floats of shared memory per thread for the taps of a forward-walking kernel (psn_fwd_row)."""
+    return window + 4 if window > 8 else 0
 
 
 def block_size(columns: int) -> int:
@@ -47,8 +60,8 @@ def conv_tile(channels: int, positions: int) -> int:
 
 
 def conv_block(columns: int, channels: int, positions: int) -> tuple[int, int]:
-    """(blockDim.x, blockDim.y) of the conv statistics kernel (and of the backward before its
-    shared-memory limit): 32 to 256 threads, powers of two."""
+    """(blockDim.x, blockDim.y) of the conv backward and statistics kernels: 32 to 256 threads,
+    powers of two."""
     tile = conv_tile(channels, positions)
     return tile, block_size(columns * tile) // tile
 
@@ -58,31 +71,31 @@ def conv_grid(columns: int, channels: int, block: tuple[int, int]) -> tuple[int,
     return -(-columns // block[1]), -(-channels // block[0])
 
 
-def conv_bwd_config(
-    n_t: int, columns: int, channels: int, positions: int
-) -> tuple[tuple[int, int], int, bool]:
-    """(block, dynamic shared bytes, use a global scratch for g) of the conv backward.
-
-    g [n_t, threads] plus the reduction row stay in shared memory while that fits the 48 KiB
-    available without an opt-in (the block shrinks down to 32 threads for it: n_t <= 383);
-    past that g goes to a global scratch and the block keeps its full size.
-    """
-    tile, rows = conv_block(columns, channels, positions)
-
-    def smem(threads: int) -> int:
-        return (n_t + 1) * threads * 4
-
-    fitted = rows
-    while tile * fitted > 32 and smem(tile * fitted) > SMEM_LIMIT:
-        fitted //= 2
-    if smem(tile * fitted) <= SMEM_LIMIT:
-        return (tile, fitted), smem(tile * fitted), False
-    return (tile, rows), tile * rows * 4, True
+def conv_fwd_smem(threads: int, window: int) -> int:
+    """Dynamic shared memory (bytes) of the conv forward: the tap rows of a 16-tap window."""
+    return threads * tap_row_floats(window) * 4
 
 
-def needs_64bit(*extents: int) -> bool:
-    """Whether an offset into a tensor of any of these sizes can exceed int32."""
-    return max(extents) > INT32_MAX
+def conv_stats_smem(block: tuple[int, int], window: int) -> int:
+    """Dynamic shared memory (bytes) of the conv statistics: (count, mean, M2) per thread, then
+    the tap rows."""
+    threads = block[0] * block[1]
+    return threads * (3 + tap_row_floats(window)) * 4
+
+
+def conv_bwd_smem(block: tuple[int, int], window: int) -> int:
+    """Dynamic shared memory (bytes) of the conv backward: the g ring (2K floats per thread) and,
+    for K = 16, a row of K+1 taps per channel of the block; the generic kernel, its reduction row."""
+    threads = block[0] * block[1]
+    if window == _source.GENERIC_K:
+        return threads * 4
+    rows = block[0] * (window + 1) if window > 8 else 0
+    return (2 * window * threads + rows) * 4
+
+
+def dense_smem(t_out: int, window: int) -> int:
+    """Dynamic shared memory (bytes) of the dense kernels: W as T_out rows of the window."""
+    return t_out * window * 4
 
 
 def reduce_partials(partial: torch.Tensor) -> torch.Tensor:

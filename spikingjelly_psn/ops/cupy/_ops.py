@@ -31,7 +31,7 @@ def causal_conv_fire(
     deterministic: bool,
 ) -> Tensor:
     """Spikes of the causal conv; the surrogate and ``deterministic`` only matter to backward."""
-    return _launch.conv_fire_forward(x, weight, bias, history, dilation, power_of_two, sg)
+    return _launch.conv_fire_forward(x, weight, bias, history, dilation, power_of_two)
 
 
 @causal_conv_fire.register_fake
@@ -49,7 +49,6 @@ def causal_conv_backward(
     c2: Tensor | None,
     history: Tensor | None,
     dilation: int,
-    power_of_two: bool,
     mode: int,
     sg: int,
     p0: float,
@@ -57,29 +56,30 @@ def causal_conv_backward(
     p2: float,
     deterministic: bool,
 ) -> tuple[Tensor, Tensor]:
-    """grad_x and the per-channel [C, k+1] weight/bias gradient sums (fire or statistics)."""
+    """grad_x and the per-channel [C, k+1] weight/bias gradient sums (fire or statistics).
+
+    Power-of-two taps need no flag here: the backward multiplies, which is bit-identical."""
     return _launch.conv_backward(
-        grad_s, x, weight, c0, c1, c2, history, dilation, power_of_two, mode, sg,
-        (p0, p1, p2), deterministic,
-    )  # fmt: skip
+        grad_s, x, weight, c0, c1, c2, history, dilation, mode, sg, (p0, p1, p2), deterministic
+    )
 
 
 @causal_conv_backward.register_fake
-def _(grad_s, x, weight, c0, c1, c2, history, dilation, power_of_two, mode, sg, p0, p1, p2, det):
+def _(grad_s, x, weight, c0, c1, c2, history, dilation, mode, sg, p0, p1, p2, det):
     return torch.empty_like(x), x.new_empty((x.shape[2], weight.shape[1] + 1), dtype=torch.float32)
 
 
 def _conv_fire_setup(ctx, inputs, output) -> None:
     x, weight, bias, history, dilation, power_of_two, sg, p0, p1, p2, deterministic = inputs
     ctx.save_for_backward(x, weight, bias, history)
-    ctx.config = (dilation, power_of_two, sg, p0, p1, p2, deterministic)
+    ctx.config = (dilation, sg, p0, p1, p2, deterministic)
 
 
 def _conv_fire_backward(ctx, grad_s):
     x, weight, bias, history = ctx.saved_tensors
-    dilation, power_of_two, sg, p0, p1, p2, deterministic = ctx.config
+    dilation, sg, p0, p1, p2, deterministic = ctx.config
     grad_x, gwb = causal_conv_backward(
-        grad_s.to(x.dtype).contiguous(), x, weight, bias, None, None, history, dilation, power_of_two,
+        grad_s.to(x.dtype).contiguous(), x, weight, bias, None, None, history, dilation,
         MODE_FIRE, sg, p0, p1, p2, deterministic,
     )  # fmt: skip
     grad_w, grad_b = _host.split_weight_bias_grad(gwb, weight, bias)
@@ -119,7 +119,7 @@ def _stats_backward(ctx, grad_mean, grad_var):
     count = x.shape[0] * x.shape[1] * x.shape[3]
     c1, c2 = _host.stats_grad_coefficients(grad_mean, grad_var, mean, count)
     grad_x, gwb = causal_conv_backward(
-        None, x, weight, mean, c1, c2, history, dilation, False, MODE_STATS, 0, 0.0, 0.0, 0.0,
+        None, x, weight, mean, c1, c2, history, dilation, MODE_STATS, 0, 0.0, 0.0, 0.0,
         deterministic,
     )  # fmt: skip
     grad_w, _ = _host.split_weight_bias_grad(gwb, weight, None)
@@ -136,7 +136,7 @@ def dense_fire(
     x: Tensor, weight: Tensor, bias: Tensor, sg: int, p0: float, p1: float, p2: float
 ) -> Tensor:
     """Spikes Θ(weight @ x + bias); the surrogate only matters to backward."""
-    return _launch.dense_fire_forward(x, weight, bias, sg)
+    return _launch.dense_fire_forward(x, weight, bias)
 
 
 @dense_fire.register_fake

@@ -1,6 +1,7 @@
 """The CUDA sources of the kernels and every template instantiation the launcher may ask for.
 
-The launcher and the NVRTC test both build from here, so CI compiles exactly what runs.
+The launcher, the NVRTC test and the resource report all build from here, so CI compiles
+exactly what runs.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -20,26 +22,38 @@ SCALAR_TYPES: dict[torch.dtype, str] = {
     torch.float16: "psn_half",
     torch.bfloat16: "psn_bf16",
 }
-INDEX_TYPES: dict[bool, str] = {False: "int", True: "long long"}
 MODE_FIRE, MODE_STATS = 0, 1
-SOURCES = ("causal_conv.cu", "dense.cu")
-# Surrogate template argument: the ids of ATan and Sigmoid get their own instantiation; every
-# other surrogate runs in the PSN_SG_RUNTIME instantiation, its id passed as a kernel argument.
-SG_RUNTIME = -1
-SG_SPECIALISED = (0, 1)
-SG_TEMPLATES = (*SG_SPECIALISED, SG_RUNTIME)
+CONV, DENSE = "causal_conv.cu", "dense.cu"
+SOURCES = (CONV, DENSE)
+# Window sizes of the register-window conv kernels (a kernel for K serves every k <= K);
+# GENERIC_K (0) serves any k.
+WINDOWS = (4, 8, 16)
+GENERIC_K = 0
+# Input steps held in registers by the dense kernels (one serves T_in <= it, T_out <= DENSE_MAX_OUT);
+# 0 serves any shape.
+DENSE_WINDOWS = (8, 16, 32)
+DENSE_MAX_OUT = 64
 
 
-def sg_template(surrogate_id: int) -> int:
-    """The surrogate template argument that serves ``surrogate_id``."""
-    return surrogate_id if surrogate_id in SG_SPECIALISED else SG_RUNTIME
+class Module(NamedTuple):
+    """One compiled unit: a source, a storage type and a window size (conv: taps, dense: input
+    steps held in registers)."""
+
+    filename: str
+    scalar: str
+    window: int = GENERIC_K
+
+
+def window(k: int) -> int:
+    """The smallest register window that holds k taps, or GENERIC_K."""
+    return next((size for size in WINDOWS if k <= size), GENERIC_K)
 
 
 @cache
 def assemble(filename: str) -> str:
     """``filename`` with its local ``#include "..."`` files inlined once each (self-contained text).
 
-    Inlining makes the text that NVRTC and CuPy's cache see change whenever a header changes.
+    Inlining makes the text that NVRTC and the compile cache see change whenever a header changes.
     """
     seen: set[str] = set()
 
@@ -54,53 +68,64 @@ def assemble(filename: str) -> str:
     return expand(filename)
 
 
-def nvrtc_options(arch: str | None = None) -> tuple[str, ...]:
-    """Compiler options: C++17 and no contraction to FMA (products and sums rounded as in PyTorch)."""
-    options = ("-std=c++17", "--fmad=false")
-    return (*options, f"-arch={arch}") if arch else options
+def conv_fwd_name(scalar: str, window: int, power_of_two: bool) -> str:
+    return f"psn_conv_fire_fwd<{scalar}, {window}, {str(power_of_two).lower()}>"
 
 
-def conv_fwd_name(scalar: str, index: str) -> str:
-    return f"psn_conv_fire_fwd<{scalar}, {index}>"
+def conv_bwd_name(scalar: str, mode: int, window: int) -> str:
+    return f"psn_conv_bwd<{scalar}, {mode}, {window}>"
 
 
-def conv_bwd_name(scalar: str, surrogate: int, mode: int, index: str) -> str:
-    return f"psn_conv_bwd<{scalar}, {surrogate}, {mode}, {index}>"
+def conv_stats_name(scalar: str, window: int) -> str:
+    return f"psn_conv_stats_fwd<{scalar}, {window}>"
 
 
-def conv_stats_name(scalar: str, index: str) -> str:
-    return f"psn_conv_stats_fwd<{scalar}, {index}>"
+def dense_window(t_in: int, t_out: int) -> int:
+    """The dense kernels' register window for a [t_out, t_in] weight, or GENERIC_K."""
+    if t_out > DENSE_MAX_OUT:
+        return GENERIC_K
+    return next((size for size in DENSE_WINDOWS if t_in <= size), GENERIC_K)
 
 
-def dense_fwd_name(scalar: str, index: str) -> str:
-    return f"psn_dense_fire_fwd<{scalar}, {index}>"
+def dense_fwd_name(scalar: str, window: int) -> str:
+    return f"psn_dense_fire_fwd<{scalar}, {window}>"
 
 
-def dense_bwd_name(scalar: str, surrogate: int, index: str) -> str:
-    return f"psn_dense_fire_bwd<{scalar}, {surrogate}, {index}>"
+def dense_bwd_name(scalar: str, window: int) -> str:
+    return f"psn_dense_fire_bwd<{scalar}, {window}>"
 
 
-def module_names(filename: str, scalar: str, sg: int, index: str) -> list[str]:
-    """The instantiations compiled together in one module: one (file, dtype, surrogate template,
-    index type)."""
-    if filename == "causal_conv.cu":
+def module_names(module: Module) -> list[str]:
+    """The instantiations compiled together in one module."""
+    filename, scalar, size = module
+    if filename == CONV:
         return [
-            conv_fwd_name(scalar, index),
-            conv_bwd_name(scalar, sg, MODE_FIRE, index),
-            conv_bwd_name(scalar, SG_RUNTIME, MODE_STATS, index),
-            conv_stats_name(scalar, index),
+            conv_fwd_name(scalar, size, False),
+            conv_fwd_name(scalar, size, True),
+            conv_bwd_name(scalar, MODE_FIRE, size),
+            conv_bwd_name(scalar, MODE_STATS, size),
+            conv_stats_name(scalar, size),
         ]
-    if filename == "dense.cu":
-        return [dense_fwd_name(scalar, index), dense_bwd_name(scalar, sg, index)]
+    if filename == DENSE:
+        return [dense_fwd_name(scalar, size), dense_bwd_name(scalar, size)]
     raise ValueError(f"unknown kernel source {filename!r}")
 
 
-def all_modules() -> list[tuple[str, str, int, str]]:
-    """Every (file, scalar type, surrogate template, index type) the launcher can build."""
-    return [
-        (filename, scalar, sg, index)
-        for filename in SOURCES
+def all_modules() -> list[Module]:
+    """Every module the launcher can build."""
+    conv = [
+        Module(CONV, scalar, size)
         for scalar in SCALAR_TYPES.values()
-        for sg in SG_TEMPLATES
-        for index in INDEX_TYPES.values()
+        for size in (*WINDOWS, GENERIC_K)
     ]
+    dense = [
+        Module(DENSE, scalar, size)
+        for scalar in SCALAR_TYPES.values()
+        for size in (*DENSE_WINDOWS, GENERIC_K)
+    ]
+    return conv + dense
+
+
+def all_names(filename: str) -> list[str]:
+    """Every instantiation of ``filename``, sorted."""
+    return sorted({n for m in all_modules() if m.filename == filename for n in module_names(m)})
