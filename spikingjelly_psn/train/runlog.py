@@ -40,7 +40,7 @@ class RunLog:
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Loss (log scale) and accuracy (%) per epoch, train and test, as a PNG titled ``title``."""
+    """Loss and accuracy (%) per epoch, train and test, as a PNG titled ``title``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,28 +52,49 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     for split, colour in (("train", "C0"), ("test", "C1")):
         ax_loss.plot(epochs, [r[f"{split}_loss"] for r in history], color=colour, label=split)
         ax_acc.plot(epochs, [r[f"{split}_acc"] for r in history], color=colour, label=split)
-    best = max(history, key=lambda r: r["test_acc"])
-    ax_acc.plot(best["epoch"], best["test_acc"], "*", color="C1", markersize=11)
-    ax_acc.annotate(
-        f"best {best['test_acc']:.2f}% (epoch {best['epoch']})",
-        (best["epoch"], best["test_acc"]),
-        textcoords="offset points",
-        xytext=(0, -16),
-        ha="center",
-        fontsize=8,
-    )
-    ax_loss.set_yscale("log")
-    ax_loss.set(xlabel="epoch", ylabel="loss (log scale)", title="loss")
-    low, high = accuracy_limits(history)
-    ax_acc.set_ylim(low, high)
-    clipped = any(r[k] < low for r in history for k in ("train_acc", "test_acc"))
-    note = f" (from {low:.0f}%; earlier epochs lie below)" if clipped else ""
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title=f"accuracy{note}")
+    _loss_axis(ax_loss, [r[f"{s}_loss"] for r in history for s in ("train", "test")])
+    _accuracy_axis(ax_acc, history)
     for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=120)
+
+
+def _loss_axis(ax, losses: list[float]) -> None:
+    """A log scale when the loss falls by more than 10x (labelled 0.1, 0.2, 0.5, ...)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    finite = [v for v in losses if v > 0]
+    if finite and max(finite) > 10 * min(finite):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set(ylabel="loss (log scale)", title="loss")
+    else:
+        ax.set(ylabel="loss", title="loss")
+
+
+def _accuracy_axis(ax, history: list[dict[str, Any]]) -> None:
+    """Accuracy over the range that matters, with the best test epoch marked."""
+    best = max(history, key=lambda r: r["test_acc"])
+    ax.plot(best["epoch"], best["test_acc"], "*", color="C1", markersize=11)
+    late = best["epoch"] > (history[0]["epoch"] + history[-1]["epoch"]) / 2
+    ax.annotate(
+        f"best {best['test_acc']:.2f}% (epoch {best['epoch']})",
+        (best["epoch"], best["test_acc"]),
+        textcoords="offset points",
+        xytext=(-8 if late else 8, -14),
+        ha="right" if late else "left",
+        fontsize=8,
+    )
+    low, high = accuracy_limits(history)
+    ax.set_ylim(low, high)
+    clipped = any(r[k] < low for r in history for k in ("train_acc", "test_acc"))
+    note = f" (from {low:.0f}%; the first epochs lie below)" if clipped else ""
+    ax.set(ylabel="accuracy (%)", title=f"accuracy{note}")
 
 
 def accuracy_limits(history: list[dict[str, Any]]) -> tuple[float, float]:
