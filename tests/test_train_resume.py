@@ -109,7 +109,7 @@ def test_extend_a_finished_run(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["--set", *TINY, "train.epochs=2", "neuron.k=2", "--out", str(run)]) == 0
     assert main(["--resume", str(run), "--epochs", "3"]) == 0
-    assert f"extending {run} to 3 epochs" in capsys.readouterr().out
+    assert f"{run} now trains 3 epochs instead of 2" in capsys.readouterr().out
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     # The cosine schedule now spans 3 epochs: epoch 3 runs at its third value, not at the

@@ -227,17 +227,17 @@ def _plan_resume(
             f"--epochs {epochs}: the run in {out} has already trained {done} epochs; "
             f"pass more than {done} to train it longer"
         )
-    extended = epochs is not None and epochs != cfg.train.epochs
-    if extended:
+    planned = cfg.train.epochs
+    if epochs is not None:
         cfg.train.epochs = epochs
     if done >= cfg.train.epochs:
         if main_rank:
             print(_finished_message(state, out), flush=True)
         return False
     if main_rank:
-        if extended:
+        if cfg.train.epochs != planned:
             save_config(cfg, out)
-            print(f"extending {out} to {cfg.train.epochs} epochs")
+            print(f"{out} now trains {cfg.train.epochs} epochs instead of {planned}")
         print(f"resuming {out} at epoch {done + 1} of {cfg.train.epochs}", flush=True)
     return True
 

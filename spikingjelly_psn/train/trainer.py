@@ -205,7 +205,6 @@ class Trainer:
         rates = [base * f(s.last_epoch) for base, f in zip(s.base_lrs, s.lr_lambdas)]
         for group, lr in zip(self.optimizer.param_groups, rates):
             group["lr"] = lr
-        s._last_lr = rates
 
     # ------------------------------------------------------------------ steps
     def _autocast(self):
