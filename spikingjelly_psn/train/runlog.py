@@ -89,6 +89,7 @@ def _accuracy_axis(ax, history: list[dict[str, Any]]) -> None:
         xytext=(-8 if late else 8, -14),
         ha="right" if late else "left",
         fontsize=8,
+        bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
     )
     low, high = accuracy_limits(history)
     ax.set_ylim(low, high)
