@@ -21,7 +21,7 @@ from .config import Config
 from .data import DataBundle, build_data, steps_of, to_time_major
 from .dist import DistInfo, ShardSampler, all_sum
 from .loss import loss_fn, mix_batch, readout
-from .machine import clamp_workers
+from .machine import clamp_workers, local_world_size
 from .models import build_model
 from .runlog import RunLog, plot_curves, summary_table
 
@@ -93,10 +93,9 @@ class Trainer:
         asked = self.cfg.data.num_workers
         workers = clamp_workers(asked)
         if workers < asked and self.info.is_main:
-            print(
-                f"note: data.num_workers={asked} lowered to {workers}, the CPUs available "
-                f"to each of the {self.info.world} process(es) on this machine"
-            )
+            local = local_world_size()
+            shared = f", shared by its {local} processes" if local > 1 else ""
+            print(f"note: data.num_workers={asked} lowered to {workers}, the CPUs here{shared}")
         return workers
 
     def _loaders(self) -> tuple[DataLoader, DataLoader]:
