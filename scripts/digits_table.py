@@ -20,10 +20,10 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this clone's package, which the runs below use too
 DEFAULT_CONFIG = "digits_mfpsn.yaml"
 
 
@@ -88,15 +88,25 @@ def table(results: list[Result]) -> str:
 
 def machine(threads: int, load_before: float) -> str:
     """The line that says where the table comes from."""
+    from spikingjelly_psn.cli import version_text
     from spikingjelly_psn.devices import cpu_name
     from spikingjelly_psn.train.machine import usable_cpus
 
-    versions = ", ".join(f"{d} {version(d)}" for d in ("torch", "spikingjelly", "spikingjelly-psn"))
     return (
         f"Measured on {cpu_name()}, {usable_cpus()} CPUs usable, {threads} PyTorch "
-        f"thread{'s' if threads != 1 else ''} per run; {versions}; 1-minute load average "
-        f"{load_before:.1f} before the runs, {os.getloadavg()[0]:.1f} after."
+        f"thread{'s' if threads != 1 else ''} per run; {version_text()}{_commit()}; "
+        f"1-minute load average {load_before:.1f} before the runs, {os.getloadavg()[0]:.1f} after."
     )
+
+
+def _commit() -> str:
+    """``; code at commit abc1234`` of this clone (``-dirty`` with local changes), or nothing."""
+    proc = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+    )
+    return f"; code at commit {proc.stdout.strip()}" if proc.returncode == 0 else ""
 
 
 def main(argv: list[str] | None = None) -> int:

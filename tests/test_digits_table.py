@@ -34,7 +34,11 @@ def test_table_of_one_short_run(tmp_path, capsys):
         r"\d+\.\d\d / \d+\.\d\d \| \d+ s \|",
         lines[2],
     ), lines[2]
-    assert re.match(r"Measured on .+, \d+ CPUs usable, 1 PyTorch thread per run; torch ", lines[4])
+    assert re.match(
+        r"Measured on .+, \d+ CPUs usable, 1 PyTorch thread per run; spikingjelly-psn \S+, "
+        r"spikingjelly \S+, torch \S+(; code at commit [\w-]+)?; 1-minute load average",
+        lines[4],
+    ), lines[4]
     assert (tmp_path / "digits_masked_psn" / "last.pt").is_file()
 
 

@@ -68,11 +68,10 @@ def default_threads(device: torch.device) -> int | None:
     return 1 if device.type == "cpu" else None
 
 
-def set_threads(threads: int | None) -> int:
-    """Use ``threads`` PyTorch CPU threads (``None``: keep the current number); returns it."""
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` PyTorch CPU threads (``None``: keep PyTorch's choice)."""
     if threads is not None:
         torch.set_num_threads(threads)
-    return torch.get_num_threads()
 
 
 def clamp_workers(requested: int) -> int:
