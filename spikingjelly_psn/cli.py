@@ -16,13 +16,32 @@ COMMANDS = {
 USAGE = (
     "usage: spikingjelly-psn {train,bench} [options]   (spikingjelly-psn COMMAND --help)\n"
     + "\n".join(f"  {name:<6} {help_text}" for name, (_, help_text) in COMMANDS.items())
+    + "\n  --version  print the versions of spikingjelly-psn, SpikingJelly and PyTorch"
 )
+
+
+def version_text() -> str:
+    """This package's version and those of the libraries its results depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import spikingjelly_psn
+
+    parts = [f"spikingjelly-psn {spikingjelly_psn.__version__}"]
+    for dist in ("spikingjelly", "torch"):
+        try:
+            parts.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            parts.append(f"{dist} not installed")
+    return ", ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(version_text())
         return 0
     if argv[0] not in COMMANDS:
         print(f"spikingjelly-psn: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)

@@ -1,6 +1,8 @@
-"""The ``--device`` option of the command-line tools: a device that exists on this machine."""
+"""The ``--device`` option of the command-line tools, and how a device is named in their output."""
 
 from __future__ import annotations
+
+import platform
 
 import torch
 
@@ -29,3 +31,23 @@ def parse_device(text: str) -> torch.device:
             f"cuda:0 to cuda:{count - 1}"
         )
     return device
+
+
+def cpu_name() -> str:
+    """The CPU model, from ``/proc/cpuinfo`` where Linux provides it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable name of ``device``: the GPU model, or the CPU model and its threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    threads = torch.get_num_threads()
+    return f"{cpu_name()} ({threads} thread{'s' if threads != 1 else ''})"

@@ -37,9 +37,10 @@ def _state(epoch: int = 0, best_epoch: int = 1, **extra) -> dict:
         "scheduler": {},
         "scaler": {},
         "rng": ckpt.rng_state(),
-        "best_acc": 0.5,
+        "best_acc": 50.0,
         "best_epoch": best_epoch,
-        "history": [{"epoch": epoch + 1, "test_acc": 0.5}],
+        "acc_unit": ckpt.ACC_UNIT,
+        "history": [{"epoch": epoch + 1, "test_acc": 50.0}],
     }
     state.update(extra)
     return state

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 from spikingjelly_psn.train.cli import main
+from spikingjelly_psn.train.config import load_config
 from spikingjelly_psn.train.trainer import CrashForTest
 
 TINY = [
@@ -83,3 +85,52 @@ def test_compiled_model_trains(tmp_path):
     args = ["--set", *TINY, "train.epochs=1", "neuron.k=2", "train.compile=default"]
     assert main([*args, "--out", str(tmp_path / "run"), "--device", "cpu"]) == 0
     assert _weights(tmp_path / "run")["epoch"] == 0
+
+
+def _files(run):
+    """Every file of a run folder, with its bytes."""
+    return {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_resume_of_a_finished_run_changes_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["--set", *TINY, "train.epochs=2", "neuron.k=2", "--out", str(run)]) == 0
+    before = _files(run)
+    capsys.readouterr()
+    assert main(["--resume", str(run)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{run} has finished its 2 epochs" in printed
+    assert f"To train it longer: --resume {run} --epochs N, with N > 2" in printed
+    assert "resuming" not in printed and "wall time" not in printed
+    assert _files(run) == before  # metrics, plot, TensorBoard events and checkpoints untouched
+
+
+def test_extend_a_finished_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["--set", *TINY, "train.epochs=2", "neuron.k=2", "--out", str(run)]) == 0
+    assert main(["--resume", str(run), "--epochs", "3"]) == 0
+    assert f"{run} now trains 3 epochs instead of 2" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    # The cosine schedule now spans 3 epochs: epoch 3 runs at its third value, not at the
+    # 2-epoch schedule's end.
+    lr = load_config(run / "config.yaml").optim.lr
+    assert rows[2]["lr"] == pytest.approx(lr * 0.5 * (1 + math.cos(math.pi * 2 / 3)))
+    assert load_config(run / "config.yaml").train.epochs == 3
+    assert _weights(run)["epoch"] == 2 and _weights(run)["config"]["train"]["epochs"] == 3
+
+
+def test_extend_refuses_fewer_epochs_and_settings(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["--set", *TINY, "train.epochs=2", "neuron.k=2", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--epochs", "1"]) == 2
+    assert "has already trained 2 epochs; pass more than 2" in capsys.readouterr().err
+    assert main(["--resume", str(run), "--set", "train.epochs=3"]) == 2
+    assert "to train it longer: --resume DIR --epochs N" in capsys.readouterr().err
+
+
+def test_epochs_option_of_a_new_run(tmp_path):
+    run = tmp_path / "run"
+    assert main(["--set", *TINY, "neuron.k=2", "--epochs", "1", "--out", str(run)]) == 0
+    assert _weights(run)["epoch"] == 0

@@ -7,6 +7,8 @@ import platform
 
 import torch
 
+from ..devices import device_name
+
 
 def _version(distribution: str) -> str:
     try:
@@ -32,25 +34,6 @@ def cupy_version() -> str:
         if name == "cupy" or name.startswith("cupy-cuda"):
             return f"{name} {dist.version}"
     return "not installed"
-
-
-def cpu_name() -> str:
-    """The CPU model, from ``/proc/cpuinfo`` where Linux provides it."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_name(device: torch.device) -> str:
-    """A human-readable name of ``device``."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{cpu_name()} ({torch.get_num_threads()} threads)"
 
 
 def run_info(device: torch.device, command: str) -> dict[str, str]:

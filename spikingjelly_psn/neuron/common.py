@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 
 import torch
@@ -27,8 +28,27 @@ def check_reset_kwargs(cls_name: str, kwargs: dict) -> None:
     if kwargs and cls_name not in _warned_reset_kwargs:
         _warned_reset_kwargs.add(cls_name)
         warnings.warn(
-            f"{cls_name} has no reset, so {sorted(kwargs)} are ignored.", UserWarning, stacklevel=4
+            f"{cls_name} has no reset, so {sorted(kwargs)} are ignored.",
+            UserWarning,
+            stacklevel=_user_stacklevel(),
         )
+
+
+_LIBRARY_PACKAGES = frozenset({"spikingjelly", "spikingjelly_psn"})
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside this plugin and SpikingJelly.
+
+    A warning then names the user's line, whether the neuron was built there or inside a
+    SpikingJelly model-zoo builder that the user called.
+    """
+    level, frame = 1, sys._getframe(1)  # level 1: the function that calls warnings.warn
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
+        _LIBRARY_PACKAGES
+    ):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def check_positive_int(name: str, value: int, cls_name: str) -> int:

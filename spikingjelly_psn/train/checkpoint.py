@@ -35,6 +35,8 @@ REQUIRED_KEYS = (
     "best_epoch",
     "history",
 )
+# Accuracies are percentages; checkpoints without this mark hold fractions (see :func:`load`).
+ACC_UNIT = "percent"
 # Files of a run folder written through a temporary file (see :func:`write_atomic`).
 ATOMIC_NAMES = ("last.pt", "best.pt", "config.yaml")
 
@@ -188,6 +190,20 @@ def load(path: str | Path) -> dict[str, Any]:
             f"{path} is not a training checkpoint of spikingjelly-psn train "
             f"(no '{missing[0]}' entry)"
         )
+    return _accuracy_in_percent(state)
+
+
+def _accuracy_in_percent(state: dict[str, Any]) -> dict[str, Any]:
+    """Convert the fractions of a checkpoint written before accuracies were percentages."""
+    if state.get("acc_unit") == ACC_UNIT:
+        return state
+    if state["best_acc"] >= 0:
+        state["best_acc"] = 100 * state["best_acc"]
+    for row in state["history"]:
+        for key in ("train_acc", "test_acc"):
+            if key in row:
+                row[key] = 100 * row[key]
+    state["acc_unit"] = ACC_UNIT
     return state
 
 

@@ -45,8 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate, build model and data, run one batch, print the model; no files",
     )
     p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        metavar="N",
+        help="train N epochs in all (overrides train.epochs); with --resume, extend a run to N",
+    )
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/NAME-TIMESTAMP)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument(
+        "--device", help="auto, cpu, cuda, cuda:1, ... (default auto: cuda if available)"
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="PyTorch CPU threads (default: 1 on a CPU, or OMP_NUM_THREADS when set; "
+        "PyTorch's own on a GPU)",
+    )
     p.add_argument("--seed", type=int, help="random seed (overrides the config's seed)")
     p.add_argument(
         "--fake-data",
@@ -55,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--crash-after-batches", type=int, help=argparse.SUPPRESS)
     return p
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 def default_config_path() -> Path:
@@ -66,7 +92,8 @@ def _resolve(args: argparse.Namespace) -> Config:
     if args.resume:
         if args.config or args.overrides or args.seed is not None:
             raise ConfigError(
-                "--resume continues a run exactly as it was configured; drop --config/--set/--seed"
+                "--resume continues a run exactly as it was configured; drop --config/--set/--seed "
+                "(to train it longer: --resume DIR --epochs N)"
             )
         run = Path(args.resume)
         if args.out and Path(args.out).resolve() != run.resolve():
@@ -84,6 +111,8 @@ def _resolve(args: argparse.Namespace) -> Config:
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
     read_yaml(path)
     return load_config(path, overrides)
 
@@ -127,15 +156,18 @@ class RunFailed(RuntimeError):
 
 
 def _execute(cfg: Config, args: argparse.Namespace) -> int:
-    from .dist import init_distributed, shutdown, wait_for_all
+    from .dist import dist_info, init_distributed, shutdown, wait_for_all
+    from .machine import default_threads, resolve_device, set_threads
     from .runfolder import claim
-    from .trainer import Diverged, Trainer, pick_device
+    from .trainer import Diverged, Trainer
 
     _quiet_spikingjelly_logs()
-    info = init_distributed(args.device or "auto")
+    info = dist_info()
+    device = resolve_device(args.device or "auto", info.local_rank, info.world)
+    set_threads(args.threads or default_threads(device))
     out: Path | None = None
     try:
-        device = pick_device(args.device or "auto", info)
+        init_distributed(info, device)
         if args.dry_run:
             Trainer(cfg, device, info, None).dry_run()
             return 0
@@ -145,7 +177,11 @@ def _execute(cfg: Config, args: argparse.Namespace) -> int:
                 removed = stack.enter_context(claim(out, new_run=not args.resume))
                 if removed:
                     print(f"removed {len(removed)} temporary file(s) of an interrupted write")
-            state = _resume_state(out, info.is_main) if args.resume else None
+            state = None
+            if args.resume:
+                state = _resume_state(out, info.is_main)
+                if not _plan_resume(cfg, state, out, args.epochs, info.is_main):
+                    return 0
             _train(cfg, args, device, info, out, state)
         wait_for_all(info)  # a rank that tears gloo down while another still talks aborts
         return 0
@@ -171,8 +207,50 @@ def _resume_state(out: Path, main_rank: bool) -> dict[str, Any]:
             print(warning, file=sys.stderr, flush=True)
         if ckpt.repair_best(out, state):
             print(f"rewrote {out / 'best.pt'} with the best epoch, {state['best_epoch']}")
-        print(f"resuming {out} at epoch {state['epoch'] + 2}", flush=True)
     return state
+
+
+def _plan_resume(
+    cfg: Config, state: dict[str, Any], out: Path, epochs: int | None, main_rank: bool
+) -> bool:
+    """Set ``cfg`` to the epochs the resumed run trains to; ``False`` when none is left.
+
+    ``--epochs N`` extends a run to N epochs: the only setting a resume may change. The
+    schedules that depend on the length (cosine learning rate, masked PSN's λ ramp) then
+    span the N epochs, and ``config.yaml`` records the new length.
+    """
+    from .trainer import save_config
+
+    done = state["epoch"] + 1
+    if epochs is not None and epochs < done:
+        raise ConfigError(
+            f"--epochs {epochs}: the run in {out} has already trained {done} epochs; "
+            f"pass more than {done} to train it longer"
+        )
+    planned = cfg.train.epochs
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    if done >= cfg.train.epochs:
+        if main_rank:
+            print(_finished_message(state, out), flush=True)
+        return False
+    if main_rank:
+        if cfg.train.epochs != planned:
+            save_config(cfg, out)
+            print(f"{out} now trains {cfg.train.epochs} epochs instead of {planned}")
+        print(f"resuming {out} at epoch {done + 1} of {cfg.train.epochs}", flush=True)
+    return True
+
+
+def _finished_message(state: dict[str, Any], out: Path) -> str:
+    """What ``--resume`` of a run that has trained all its epochs says."""
+    done = state["epoch"] + 1
+    final = state["history"][-1]["test_acc"] if state["history"] else float("nan")
+    return (
+        f"{out} has finished its {done} epochs (final test accuracy {final:.2f}%, best "
+        f"{state['best_acc']:.2f}% at epoch {state['best_epoch']}); nothing to train. "
+        f"To train it longer: --resume {out} --epochs N, with N > {done}"
+    )
 
 
 def _train(

@@ -27,16 +27,18 @@ class DistInfo:
         return self.world > 1
 
 
-def init_distributed(device: str) -> DistInfo:
-    """Join the torchrun job if ``WORLD_SIZE > 1`` (NCCL on CUDA, gloo on CPU)."""
+def dist_info() -> DistInfo:
+    """Where torchrun put this process (``world == 1`` for a plain run)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if not tdist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        tdist.init_process_group(backend=backend)
-    return info
+    return DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_distributed(info: DistInfo, device: torch.device) -> None:
+    """Join the torchrun job when there is one: NCCL on CUDA, gloo on CPU."""
+    if info.enabled and not tdist.is_initialized():
+        tdist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
 def wait_for_all(info: DistInfo) -> None:

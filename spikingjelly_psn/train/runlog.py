@@ -39,26 +39,76 @@ class RunLog:
             self.writer.close()
 
 
-def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
-    """Loss and accuracy per epoch, train and test, as a PNG."""
+def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Loss and accuracy (%) per epoch, train and test, as a PNG titled ``title``."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for split in ("train", "test"):
-        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in history], label=split)
-        ax_acc.plot(epochs, [100 * r[f"{split}_acc"] for r in history], label=split)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for split, colour in (("train", "C0"), ("test", "C1")):
+        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in history], color=colour, label=split)
+        ax_acc.plot(epochs, [r[f"{split}_acc"] for r in history], color=colour, label=split)
+    _loss_axis(ax_loss, [r[f"{s}_loss"] for r in history for s in ("train", "test")])
+    _accuracy_axis(ax_acc, history)
     for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=120)
+
+
+def _loss_axis(ax, losses: list[float]) -> None:
+    """A log scale when the loss falls by more than 10x (labelled 0.1, 0.2, 0.5, ...)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    finite = [v for v in losses if v > 0]
+    if finite and max(finite) > 10 * min(finite):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set(ylabel="loss (log scale)", title="loss")
+    else:
+        ax.set(ylabel="loss", title="loss")
+
+
+def _accuracy_axis(ax, history: list[dict[str, Any]]) -> None:
+    """Accuracy over the range that matters, with the best test epoch marked."""
+    best = max(history, key=lambda r: r["test_acc"])
+    ax.plot(best["epoch"], best["test_acc"], "*", color="C1", markersize=11)
+    late = best["epoch"] > (history[0]["epoch"] + history[-1]["epoch"]) / 2
+    ax.annotate(
+        f"best {best['test_acc']:.2f}% (epoch {best['epoch']})",
+        (best["epoch"], best["test_acc"]),
+        textcoords="offset points",
+        xytext=(-8 if late else 8, -14),
+        ha="right" if late else "left",
+        fontsize=8,
+        bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+    )
+    low, high = accuracy_limits(history)
+    ax.set_ylim(low, high)
+    clipped = any(r[k] < low for r in history for k in ("train_acc", "test_acc"))
+    note = f" (from {low:.0f}%; the first epochs lie below)" if clipped else ""
+    ax.set(ylabel="accuracy (%)", title=f"accuracy{note}")
+
+
+def accuracy_limits(history: list[dict[str, Any]]) -> tuple[float, float]:
+    """The accuracy axis: the range of the last three quarters of the run, with a margin.
+
+    The first epochs of a run climb from chance; drawn to scale they squeeze the end of the
+    run, where the accuracies that matter differ by tenths of a percent, into a sliver.
+    """
+    tail = history[len(history) // 4 :]
+    values = [r[k] for r in tail for k in ("train_acc", "test_acc")]
+    low, high = min(values), max(values)
+    margin = max(0.1 * (high - low), 1.0)
+    return max(0.0, low - margin), min(high + margin, 101.0)
 
 
 def summary_table(rows: list[tuple[str, str]]) -> str:

@@ -15,12 +15,13 @@ from spikingjelly.activation_based import functional
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..devices import parse_device
+from ..devices import device_name
 from . import checkpoint as ckpt
-from .config import Config, ConfigError
+from .config import Config
 from .data import DataBundle, build_data, steps_of, to_time_major
 from .dist import DistInfo, ShardSampler, all_sum
 from .loss import loss_fn, mix_batch, readout
+from .machine import clamp_workers, local_world_size
 from .models import build_model
 from .runlog import RunLog, plot_curves, summary_table
 
@@ -31,21 +32,6 @@ class CrashForTest(RuntimeError):
 
 class Diverged(RuntimeError):
     """Training produced non-finite values; the run stops and keeps its last good checkpoint."""
-
-
-def pick_device(name: str, info: DistInfo) -> torch.device:
-    """``auto`` -> CUDA if present (one GPU per rank under torchrun), else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and info.enabled:
-        name = f"cuda:{info.local_rank}"
-    try:
-        device = parse_device(name)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
 
 
 def nonfinite_tensors(net: nn.Module) -> list[str]:
@@ -102,8 +88,19 @@ class Trainer:
 
         spikingjelly_psn.materialize(self.model, self._example())
 
+    def _workers(self) -> int:
+        """``data.num_workers``, lowered to the CPUs there are (more only queue for them)."""
+        asked = self.cfg.data.num_workers
+        workers = clamp_workers(asked)
+        if workers < asked and self.info.is_main:
+            local = local_world_size()
+            shared = f", shared by its {local} processes" if local > 1 else ""
+            print(f"note: data.num_workers={asked} lowered to {workers}, the CPUs here{shared}")
+        return workers
+
     def _loaders(self) -> tuple[DataLoader, DataLoader]:
         d, info = self.cfg.data, self.info
+        workers = self._workers()
         self.train_sampler = DistributedSampler(
             self.data.train,
             num_replicas=info.world,
@@ -116,7 +113,7 @@ class Trainer:
             self.data.train,
             batch_size=d.batch_size,
             sampler=self.train_sampler,
-            num_workers=d.num_workers,
+            num_workers=workers,
             pin_memory=pin,
             drop_last=len(self.data.train) // info.world > d.batch_size,
         )
@@ -124,7 +121,7 @@ class Trainer:
             self.data.test,
             batch_size=d.test_batch_size or d.batch_size,
             sampler=ShardSampler(len(self.data.test), info),
-            num_workers=d.num_workers,
+            num_workers=workers,
             pin_memory=pin,
         )
         return train, test
@@ -180,6 +177,7 @@ class Trainer:
             "rng": ckpt.rng_state(),
             "best_acc": self.best_acc,
             "best_epoch": self.best_epoch,
+            "acc_unit": ckpt.ACC_UNIT,
             "history": self.history,
             "config": self.cfg.to_dict(),
         }
@@ -189,11 +187,23 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self._apply_schedule()
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = state["epoch"] + 1
         self.best_acc, self.best_epoch = state["best_acc"], state["best_epoch"]
         self.history = state["history"]
         ckpt.set_rng_state(state["rng"])
+
+    def _apply_schedule(self) -> None:
+        """Set the learning rates the schedule gives at its current epoch.
+
+        A plain resume computes the rates the checkpoint holds; a run extended with
+        ``--epochs`` gets those of its new length (the factor comes from ``train.epochs``).
+        """
+        s = self.scheduler
+        rates = [base * f(s.last_epoch) for base, f in zip(s.base_lrs, s.lr_lambdas)]
+        for group, lr in zip(self.optimizer.param_groups, rates):
+            group["lr"] = lr
 
     # ------------------------------------------------------------------ steps
     def _autocast(self):
@@ -257,7 +267,7 @@ class Trainer:
                 rate = seen * self.info.world / (time.perf_counter() - t0)
                 bar.set_postfix(
                     loss=f"{loss_sum / seen:.4f}",
-                    acc=f"{correct / seen:.4f}",
+                    acc=f"{100 * correct / seen:.2f}%",
                     samples_s=f"{rate:.0f}",
                 )
                 bar.update()
@@ -267,7 +277,7 @@ class Trainer:
         loss_sum, correct, seen = all_sum([loss_sum, correct, seen], self.info, self.device)
         row = {
             "train_loss": loss_sum / max(seen, 1),
-            "train_acc": correct / max(seen, 1),
+            "train_acc": 100 * correct / max(seen, 1),
             "samples_per_s": seen / max(elapsed, 1e-9),
             "epoch_time_s": elapsed,
         }
@@ -303,10 +313,11 @@ class Trainer:
             correct += int((readout(out).argmax(1) == y).sum())
             seen += len(y)
         loss_sum, correct, seen = all_sum([loss_sum, correct, seen], self.info, self.device)
-        return {"test_loss": loss_sum / max(seen, 1), "test_acc": correct / max(seen, 1)}
+        return {"test_loss": loss_sum / max(seen, 1), "test_acc": 100 * correct / max(seen, 1)}
 
     def _bar(self, total: int, desc: str):
-        if not (self.cfg.train.progress and self.info.is_main):
+        """A progress bar on a terminal; none when stderr is a file or a pipe (a log)."""
+        if not (self.cfg.train.progress and self.info.is_main and sys.stderr.isatty()):
             return None
         from tqdm import tqdm
 
@@ -328,9 +339,9 @@ class Trainer:
         summary = self._summary(elapsed)
         if main:
             if cfg.train.plot and self.history:
-                plot_curves(self.history, self.out / "learning_curve.png")
+                plot_curves(self.history, self.out / "learning_curve.png", self.title())
             print(summary_table(summary["rows"]), flush=True)
-            print(f"test accuracy: {100 * summary['final_acc']:.2f}%", flush=True)
+            print(f"test accuracy: {summary['final_acc']:.2f}%", flush=True)
         return summary
 
     def _run_epoch(self, epoch: int, log: RunLog | None) -> None:
@@ -362,9 +373,26 @@ class Trainer:
         lam = f"  lambda {row['lambda']:.3f}" if "lambda" in row else ""
         return (
             f"epoch {row['epoch']:>3}/{self.cfg.train.epochs}  "
-            f"train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:6.2f}%  "
-            f"test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:6.2f}%  "
+            f"train loss {row['train_loss']:.4f} acc {row['train_acc']:6.2f}%  "
+            f"test loss {row['test_loss']:.4f} acc {row['test_acc']:6.2f}%  "
             f"{row['samples_per_s']:.0f} samples/s  {row['epoch_time_s']:.1f}s{lam}"
+        )
+
+    def precision(self) -> str:
+        """``fp32``, or the autocast dtype of an AMP run."""
+        return "fp32" if self.amp_dtype is None else f"{self.cfg.train.amp} autocast"
+
+    def where(self) -> str:
+        """The device by name, with the process count of a DDP run and the precision."""
+        processes = f" x{self.info.world}" if self.info.enabled else ""
+        return f"{self.device}: {device_name(self.device)}{processes}, {self.precision()}"
+
+    def title(self) -> str:
+        """What a figure of this run shows: run, model, neuron, data, device, precision."""
+        c = self.cfg
+        return (
+            f"{c.name}: {c.model.name} with {c.neuron.name}, {c.data.dataset} (T={self.T})\n"
+            f"{self.where()}"
         )
 
     def _summary(self, elapsed: float) -> dict[str, Any]:
@@ -380,13 +408,13 @@ class Trainer:
             ),
             ("parameters", f"{total:,}"),
             ("epochs", str(len(self.history))),
-            ("final test accuracy", f"{100 * last.get('test_acc', 0.0):.2f}%"),
+            ("final test accuracy", f"{last.get('test_acc', 0.0):.2f}%"),
             (
                 "best test accuracy",
-                f"{100 * max(self.best_acc, 0.0):.2f}% (epoch {self.best_epoch})",
+                f"{max(self.best_acc, 0.0):.2f}% (epoch {self.best_epoch})",
             ),
             ("wall time (this session)", f"{elapsed:.1f}s"),
-            ("device", f"{self.device} x{self.info.world}"),
+            ("device", self.where()),
         ]
         if self.cfg.reference.accuracy is not None:
             ref = self.cfg.reference
