@@ -1,0 +1,120 @@
+"""``backend="torch"``: the ops of :mod:`spikingjelly_psn.ops` with PyTorch's fast primitives.
+
+Same arguments and results as :mod:`spikingjelly_psn.ops.reference` (the exact ground truth),
+computed with GEMMs instead of one multiply and one add per tap:
+
+- ``dense_fire``: SpikingJelly's ``addmm``; spikes and gradients bit for bit SpikingJelly's.
+- ``causal_conv_fire`` with a shared weight (sliding PSN): the same ``addmm`` on a Toeplitz
+  matrix as SpikingJelly's ``SlidingPSN``, so a whole sequence gives its spikes bit for bit.
+- ``causal_conv_fire`` with per-channel weights (MFPSN) and ``conv_channel_stats``: batched
+  GEMMs on cache-sized blocks, accumulated in fp32 (fp64 for fp64 inputs).
+
+Each is an autograd function that saves only its inputs and recomputes the charge in the
+backward; with a spiking ``surrogate.ATan`` (the default) the surrogate gradient runs in place.
+Results equal the reference up to float rounding (sums in another order, fused multiply-adds).
+Under ``torch.compile`` the ops are plain differentiable PyTorch (the reference for per-channel
+weights), which the compiler fuses itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from spikingjelly_psn.ops import reference
+from spikingjelly_psn.ops.fast.conv import CausalConvFire, shared_charge
+from spikingjelly_psn.ops.fast.dense import DenseFire
+from spikingjelly_psn.ops.fast.firing import is_lean, strategy
+from spikingjelly_psn.ops.fast.stats import ConvChannelStats
+
+__all__ = ["causal_conv_fire", "conv_channel_stats", "dense_fire"]
+
+
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+def _autocast(dtype: torch.dtype | None, *tensors: torch.Tensor | None):
+    """The tensors as autocast would hand them to ``addmm`` (fp64 and None left alone)."""
+    if dtype is None:
+        return tensors
+    return tuple(t if t is None or t.dtype == torch.float64 else t.to(dtype) for t in tensors)
+
+
+def _no_autocast(x: torch.Tensor):
+    """A context with autocast off on ``x``'s device (the ops cast for themselves)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def dense_fire(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate_function
+) -> torch.Tensor:
+    """``Θ(weight @ x + bias)`` as SpikingJelly's PSN computes it."""
+    if torch.compiler.is_compiling() or not is_lean(surrogate_function):
+        return reference.dense_fire(x, weight, bias, surrogate_function)
+    x, weight, bias = _autocast(_autocast_dtype(x), x, weight, bias)
+    with _no_autocast(x):
+        return DenseFire.apply(x, weight, bias, float(surrogate_function.alpha))
+
+
+def _check_history(x: torch.Tensor, history: torch.Tensor | None, lag: int) -> None:
+    if history is not None and history.shape != (lag, *x.shape[1:]):
+        raise ValueError(
+            f"history has shape {tuple(history.shape)}, expected {(lag, *x.shape[1:])}"
+        )
+
+
+def causal_conv_fire(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    dilation: int,
+    surrogate_function,
+    history: torch.Tensor | None = None,
+    power_of_two: bool = False,
+) -> torch.Tensor:
+    """Spikes of the causal convolution; ``power_of_two`` changes nothing (±2^e is exact)."""
+    lag = (weight.shape[1] - 1) * dilation
+    _check_history(x, history, lag)
+    if lag == 0:
+        history = None
+    if weight.shape[0] > 1:
+        if torch.compiler.is_compiling():
+            return reference.causal_conv_fire(
+                x, weight, bias, dilation, surrogate_function, history
+            )
+        with _no_autocast(x):
+            return CausalConvFire.apply(
+                x.contiguous(), weight, bias, history, dilation, strategy(surrogate_function)
+            )
+    shape, T = x.shape, x.shape[0]
+    x2, weight, bias, h2 = _autocast(_autocast_dtype(x), x, weight, bias, history)
+    x2 = x2.reshape(T, 1, 1, -1).contiguous()
+    h2 = None if h2 is None else h2.reshape(h2.shape[0], 1, 1, -1)
+    if torch.compiler.is_compiling():
+        h = shared_charge(x2.view(T, -1), weight, bias, dilation, h2)
+        return surrogate_function(h).to(x2.dtype).view(shape)
+    with _no_autocast(x):
+        spikes = CausalConvFire.apply(x2, weight, bias, h2, dilation, strategy(surrogate_function))
+    return spikes.view(shape)
+
+
+def conv_channel_stats(
+    x: torch.Tensor, weight: torch.Tensor, dilation: int, history: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance of the charge over ``T, B, S`` (fp32 or wider)."""
+    lag = (weight.shape[1] - 1) * dilation
+    _check_history(x, history, lag)
+    if lag == 0:
+        history = None
+    if torch.compiler.is_compiling():
+        return reference.conv_channel_stats(x, weight, dilation, history)
+    weight = weight.expand(x.shape[2], -1)
+    with _no_autocast(x):
+        return ConvChannelStats.apply(x.contiguous(), weight, history, dilation)

@@ -1,0 +1,83 @@
+"""Causal convolution taps as banded Toeplitz matrices, and Toeplitz gradients back to taps.
+
+A causal dilated convolution over time is a matrix product ``H = A @ X`` with
+``A[i, j] = weight[m]`` where output step ``i`` lies ``(k-1-m)·dilation`` steps after input
+step ``j``. Building ``A`` is a gather from a fixed index map, with no Python loop over taps,
+so GEMMs do the work; its gradient is summed back to the taps along the same map.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def tap_index(
+    k: int, dilation: int, rows: int, cols: int, offset: int, device: torch.device
+) -> torch.Tensor:
+    """``[rows, cols]`` map from matrix entries to tap indices; ``k`` where no tap applies.
+
+    Output row ``i`` is at time ``i``; input column ``j`` is at time ``j - offset``, so the lag
+    between them is ``i + offset - j``.
+    """
+    i = torch.arange(rows, device=device).unsqueeze(1)
+    j = torch.arange(cols, device=device).unsqueeze(0)
+    lag = i + offset - j
+    tap = (k - 1) - torch.div(lag, dilation, rounding_mode="floor")
+    valid = (lag >= 0) & (lag % dilation == 0) & (tap >= 0)
+    return torch.where(valid, tap, k)
+
+
+def toeplitz(weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``[G, rows, cols]`` matrices of the taps ``weight [G, k]`` laid out by ``index``."""
+    padded = torch.cat([weight, weight.new_zeros(weight.shape[0], 1)], dim=1)
+    return padded[:, index]
+
+
+def taps_gradient(grad: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
+    """``[G, k]``: the gradient of the taps from the gradient ``[G, rows, cols]`` of ``toeplitz``."""
+    flat = index.reshape(1, -1).expand(grad.shape[0], -1)
+    summed = grad.new_zeros(grad.shape[0], k + 1).scatter_add_(
+        1, flat, grad.reshape(grad.shape[0], -1)
+    )
+    return summed[:, :k]
+
+
+#: Output steps per tile: a long sequence is cut into tiles so each GEMM's inner dimension is
+#: ``tile + lag`` instead of T (the matrix is banded, so whole-T GEMMs mostly multiply zeros).
+TILE = 16
+
+
+class Taps:
+    """The tiles of one call's convolution over ``T`` steps, with an optional history.
+
+    One matrix ``A [G, tile, tile + lag]`` (``lag = (k−1)·dilation``) serves every tile: tile
+    ``[r0, r1)`` is ``A[:, :n, :n + lag] @ x[r0 − lag : r1]``. The first tile reads no steps
+    before 0: ``A[:, :n, lag:] @ x[:n]``, plus ``A[:, :min(lag, n), :lag] @ history``. Tiles are
+    at least ``lag`` long, so only the first one reaches into the history.
+    """
+
+    def __init__(self, weight: torch.Tensor, dilation: int, T: int, dtype: torch.dtype):
+        self.k = weight.shape[1]
+        self.lag = (self.k - 1) * dilation
+        self.tile = max(TILE, self.lag) if T - self.lag > TILE else T
+        self.index = tap_index(
+            self.k, dilation, self.tile, self.tile + self.lag, self.lag, weight.device
+        )
+        self.a = toeplitz(weight.to(dtype), self.index)
+        self.windows = [self._window(r, min(r + self.tile, T)) for r in range(0, T, self.tile)]
+        self.history_rows = min(self.lag, T)
+
+    def _window(self, r0: int, r1: int) -> tuple[slice, slice, slice]:
+        """``(output rows, columns of A, input rows)`` of the tile ``[r0, r1)``."""
+        n = r1 - r0
+        if r0 == 0:
+            return slice(0, n), slice(self.lag, self.lag + n), slice(0, n)
+        return slice(r0, r1), slice(0, n + self.lag), slice(r0 - self.lag, r1)
+
+    def group(self, channels: slice) -> slice:
+        """The rows of ``A`` for a channel range (one shared group serves every channel)."""
+        return channels if self.a.shape[0] > 1 else slice(0, 1)
+
+    def weight_gradient(self, grad: torch.Tensor) -> torch.Tensor:
+        """``[G, k]`` tap gradient from the gradient of ``A``."""
+        return taps_gradient(grad, self.index, self.k)
