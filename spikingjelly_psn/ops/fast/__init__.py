@@ -30,6 +30,10 @@ from spikingjelly_psn.ops.fast.stats import ConvChannelStats
 
 __all__ = ["causal_conv_fire", "conv_channel_stats", "dense_fire"]
 
+#: The statistics' backward uses ``AᵀA`` when its ``[C, T, T]`` matrices are this many times
+#: smaller than the input at least (see :class:`.stats.ConvChannelStats`).
+MOMENTS_FRACTION = 16
+
 
 def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
     device_type = x.device.type
@@ -115,6 +119,15 @@ def conv_channel_stats(
         history = None
     if torch.compiler.is_compiling():
         return reference.conv_channel_stats(x, weight, dilation, history)
-    weight = weight.expand(x.shape[2], -1)
+    T, C = x.shape[0], x.shape[2]
+    weight = weight.expand(C, -1)
+    # the moments' backward holds two [C, T, T] matrices: worth it when they are small
+    moments = (
+        torch.is_grad_enabled()
+        and history is None
+        and (x.requires_grad or weight.requires_grad)
+        and x.numel() >= MOMENTS_FRACTION * C * T * T
+    )
     with _no_autocast(x):
-        return ConvChannelStats.apply(x.contiguous(), weight, history, dilation)
+        mean, var, _, _ = ConvChannelStats.apply(x.contiguous(), weight, history, dilation, moments)
+    return mean, var

@@ -5,9 +5,10 @@ The per-channel convolution is a batch of small GEMMs, ``[T, T] @ [T, columns]``
 between the GEMMs and the elementwise work on it, and bounds every temporary by the block size
 instead of the input size.
 
-A block is ``x[:, b, c, s]`` for ranges ``b, c, s``. With one batch index it is a strided view
-(rows ``B·C·S`` apart, columns contiguous) that BLAS reads and writes in place; with several, or
-when the dtype must change, it is packed into a scratch buffer (a copy of the block, not of x).
+A block is ``x[:, b, c, s]`` for ranges ``b, c, s``. As a GEMM input, with one batch index it
+is a strided view (rows ``B·C·S`` apart, columns contiguous) that BLAS reads in place; with
+several, or when the dtype must change, it is packed into a scratch buffer (a copy of the
+block, not of x). Results are written back through :meth:`Blocking.view`, any layout or dtype.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import torch
 #: a 2 MiB-L2 CPU); on a GPU, blocks big enough that each kernel fills the device.
 BLOCK_BYTES = {"cpu": 1 << 20}
 DEVICE_BLOCK_BYTES = 64 << 20
+#: A block is at most this fraction of the input (a small input still gets a few blocks, so the
+#: scratch buffers stay small next to it), and at least ``MIN_BLOCK_BYTES``.
+BLOCK_FRACTION = 8
+MIN_BLOCK_BYTES = 16 << 10
 #: Fewest columns per channel for which a GEMM on a strided view is efficient.
 MIN_COLUMNS = 64
 
@@ -53,6 +58,8 @@ class Blocking:
         _, B, C, S = shape
         self.dtype = dtype
         budget = BLOCK_BYTES.get(device.type, DEVICE_BLOCK_BYTES)
+        size = rows * B * C * S * dtype.itemsize
+        budget = min(budget, max(size // BLOCK_FRACTION, MIN_BLOCK_BYTES))
         cols = max(1, budget // (max(rows, 1) * dtype.itemsize))
         if S >= MIN_COLUMNS:
             nb, ns = 1, min(S, cols)
@@ -85,28 +92,17 @@ class Blocking:
         """A buffer for the blocks of ``y``, or None when they are views (see :meth:`direct`)."""
         return None if self.direct(y) else self.buffer(y.shape[0], y.device)
 
-    def operand(
-        self, y: torch.Tensor, block: Block, buffer: torch.Tensor | None, load: bool = True
-    ) -> torch.Tensor:
+    def operand(self, y: torch.Tensor, block: Block, buffer: torch.Tensor | None) -> torch.Tensor:
         """``[channels, rows, columns]`` operand of ``y``'s block: a view when ``buffer`` is None
-        (see :meth:`scratch`), else the buffer, filled with the block when ``load``."""
+        (see :meth:`scratch`), else a copy of the block in the buffer."""
         if buffer is None:
             return y[:, block.b.start, block.c, block.s].transpose(0, 1)
-        out = self.take(buffer, block, y.shape[0])
-        if load:
-            self.unflat(out, block).copy_(self.view(y, block))
+        rows = y.shape[0]
+        out = buffer[: block.channels * rows * block.columns].view(
+            block.channels, rows, block.columns
+        )
+        self.unflat(out, block).copy_(self.view(y, block))
         return out
-
-    @staticmethod
-    def take(buffer: torch.Tensor, block: Block, rows: int) -> torch.Tensor:
-        """The front of ``buffer`` as a ``[channels, rows, columns]`` operand of ``block``."""
-        size = block.channels * rows * block.columns
-        return buffer[:size].view(block.channels, rows, block.columns)
-
-    def store(self, y: torch.Tensor, block: Block, operand: torch.Tensor, packed: bool) -> None:
-        """Write a packed operand back into ``y``'s block (nothing to do for a view)."""
-        if packed:
-            self.view(y, block).copy_(self.unflat(operand, block))
 
     @staticmethod
     def unflat(operand: torch.Tensor, block: Block) -> torch.Tensor:

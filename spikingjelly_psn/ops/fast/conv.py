@@ -63,7 +63,7 @@ class CausalConvFire(torch.autograd.Function):
         conv = BlockedConv(x, weight, history, dilation)
         b = bias.to(conv.dtype).expand(weight.shape[0])
         return conv.forward(
-            torch.empty_like(x), lambda block, h: firing.fire(h.add_(conv.bias(b, block)))
+            torch.empty_like(x), lambda block, rows, h: firing.fire(h.add_(conv.bias(b, block)))
         )
 
     @staticmethod
@@ -78,10 +78,10 @@ class CausalConvFire(torch.autograd.Function):
         conv = BlockedConv(x, weight, history, ctx.dilation)
         b = bias.to(conv.dtype).expand(weight.shape[0])
 
-        def gradient(block, h):
+        def gradient(block, rows, h):
             h.add_(conv.bias(b, block))
-            g = ctx.firing.grad(Blocking.unflat(h, block), conv.blocking.view(grad_spikes, block))
-            return g.reshape(h.shape)
+            upstream = conv.blocking.view(grad_spikes, block)[:, rows]
+            return ctx.firing.grad(Blocking.unflat(h, block), upstream).reshape(h.shape)
 
         needs = ctx.needs_input_grad
         grad_x, grad_w, grad_b, grad_history = conv.backward(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+_index_cache: dict[tuple, torch.Tensor] = {}
+
 
 def tap_index(
     k: int, dilation: int, rows: int, cols: int, offset: int, device: torch.device
@@ -17,8 +19,21 @@ def tap_index(
     """``[rows, cols]`` map from matrix entries to tap indices; ``k`` where no tap applies.
 
     Output row ``i`` is at time ``i``; input column ``j`` is at time ``j - offset``, so the lag
-    between them is ``i + offset - j``.
+    between them is ``i + offset - j``. Maps are cached (a few per layer shape), except while
+    ``torch.compile`` traces, which folds them into the graph itself.
     """
+    if torch.compiler.is_compiling():
+        return _tap_index(k, dilation, rows, cols, offset, device)
+    key = (k, dilation, rows, cols, offset, device)
+    index = _index_cache.get(key)
+    if index is None:
+        index = _index_cache[key] = _tap_index(k, dilation, rows, cols, offset, device)
+    return index
+
+
+def _tap_index(
+    k: int, dilation: int, rows: int, cols: int, offset: int, device: torch.device
+) -> torch.Tensor:
     i = torch.arange(rows, device=device).unsqueeze(1)
     j = torch.arange(cols, device=device).unsqueeze(0)
     lag = i + offset - j
@@ -30,7 +45,7 @@ def tap_index(
 def toeplitz(weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``[G, rows, cols]`` matrices of the taps ``weight [G, k]`` laid out by ``index``."""
     padded = torch.cat([weight, weight.new_zeros(weight.shape[0], 1)], dim=1)
-    return padded[:, index]
+    return padded.index_select(1, index.flatten()).view(weight.shape[0], *index.shape)
 
 
 def taps_gradient(grad: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
@@ -57,13 +72,14 @@ class Taps:
     """
 
     def __init__(self, weight: torch.Tensor, dilation: int, T: int, dtype: torch.dtype):
-        self.k = weight.shape[1]
+        self.k, self.dilation = weight.shape[1], dilation
         self.lag = (self.k - 1) * dilation
+        self._weight = weight.to(dtype)
         self.tile = max(TILE, self.lag) if T - self.lag > TILE else T
         self.index = tap_index(
             self.k, dilation, self.tile, self.tile + self.lag, self.lag, weight.device
         )
-        self.a = toeplitz(weight.to(dtype), self.index)
+        self.a = toeplitz(self._weight, self.index)
         self.windows = [self._window(r, min(r + self.tile, T)) for r in range(0, T, self.tile)]
         self.history_rows = min(self.lag, T)
 
@@ -73,6 +89,10 @@ class Taps:
         if r0 == 0:
             return slice(0, n), slice(self.lag, self.lag + n), slice(0, n)
         return slice(r0, r1), slice(0, n + self.lag), slice(r0 - self.lag, r1)
+
+    def full(self, T: int) -> torch.Tensor:
+        """The untiled ``[G, T, T]`` matrix of the whole sequence (no history)."""
+        return toeplitz(self._weight, tap_index(self.k, self.dilation, T, T, 0, self.a.device))
 
     def group(self, channels: slice) -> slice:
         """The rows of ``A`` for a channel range (one shared group serves every channel)."""
