@@ -50,10 +50,11 @@ CONV_CASES = [
 @pytest.fixture(params=["one block", "many blocks"])
 def block_size(request, monkeypatch):
     """Default cache-sized blocks, and tiny ones so every small case spans many blocks (and
-    views even with few columns)."""
+    views even with few columns; a shared weight takes the blocked path, not the dense one)."""
     if request.param == "many blocks":
         monkeypatch.setitem(blocks.BLOCK_BYTES, "cpu", 2048)
         monkeypatch.setattr(blocks, "MIN_COLUMNS", 4)
+        monkeypatch.setattr(fast, "DENSE_SHARED_BYTES", 0)
     return request.param
 
 
@@ -271,7 +272,7 @@ def _sj_sliding(weight: torch.Tensor, T: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("T, k", [(1, 3), (5, 2), (16, 8), (33, 4)])
 @pytest.mark.parametrize("autocast", [False, True])
-def test_shared_weight_whole_sequence_is_spikingjellys_addmm(T, k, autocast):
+def test_shared_weight_whole_sequence_is_spikingjellys_addmm(block_size, T, k, autocast):
     """The sliding PSN's charge is ``addmm(bias, W_toeplitz, x)``, as SpikingJelly computes it,
     so spikes and smooth outputs are bit for bit equal, also under CPU bf16 autocast."""
     torch.manual_seed(T + k)

@@ -23,13 +23,17 @@ import contextlib
 import torch
 
 from spikingjelly_psn.ops import reference
-from spikingjelly_psn.ops.fast.conv import CausalConvFire, shared_charge
+from spikingjelly_psn.ops.fast.conv import CausalConvFire, gemm_dtype, shared_charge
 from spikingjelly_psn.ops.fast.dense import DenseFire
-from spikingjelly_psn.ops.fast.firing import is_lean, strategy
+from spikingjelly_psn.ops.fast.firing import fire_, is_lean, strategy
 from spikingjelly_psn.ops.fast.stats import ConvChannelStats
+from spikingjelly_psn.ops.fast.toeplitz import tap_index, toeplitz
 
 __all__ = ["causal_conv_fire", "conv_channel_stats", "dense_fire"]
 
+#: A shared-weight (sliding PSN) sequence up to this size runs as a dense PSN with its Toeplitz
+#: matrix; bigger ones run block by block (cache-sized backward, less scratch).
+DENSE_SHARED_BYTES = 8 << 20
 #: The statistics' backward uses ``AᵀA`` when its ``[C, T, T]`` matrices are this many times
 #: smaller than the input at least (see :class:`.stats.ConvChannelStats`).
 MOMENTS_FRACTION = 16
@@ -64,7 +68,13 @@ def dense_fire(
         return reference.dense_fire(x, weight, bias, surrogate_function)
     x, weight, bias = _autocast(_autocast_dtype(x), x, weight, bias)
     with _no_autocast(x):
+        if not _needs_grad(x, weight, bias):
+            return fire_(torch.addmm(bias, weight, x))
         return DenseFire.apply(x, weight, bias, float(surrogate_function.alpha))
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _check_history(x: torch.Tensor, history: torch.Tensor | None, lag: int) -> None:
@@ -105,8 +115,21 @@ def causal_conv_fire(
         h = shared_charge(x2.view(T, -1), weight, bias, dilation, h2)
         return surrogate_function(h).to(x2.dtype).view(shape)
     with _no_autocast(x):
-        spikes = CausalConvFire.apply(x2, weight, bias, h2, dilation, strategy(surrogate_function))
+        if h2 is None and is_lean(surrogate_function) and x2.nbytes <= DENSE_SHARED_BYTES:
+            spikes = _shared_as_dense(x2.view(T, -1), weight, bias, dilation, surrogate_function)
+        else:
+            firing = strategy(surrogate_function)
+            spikes = CausalConvFire.apply(x2, weight, bias, h2, dilation, firing)
     return spikes.view(shape)
+
+
+def _shared_as_dense(x, weight, bias, dilation, surrogate_function) -> torch.Tensor:
+    """A whole sequence with a shared weight, as PSN with its Toeplitz matrix (the matrix is a
+    differentiable gather of the taps): a handful of ops, the right thing for small inputs."""
+    dtype = gemm_dtype(x, weight, bias)
+    k, T = weight.shape[1], x.shape[0]
+    a = toeplitz(weight.to(dtype), tap_index(k, dilation, T, T, 0, x.device))[0]
+    return dense_fire(x.to(dtype), a, bias.to(dtype), surrogate_function).to(x.dtype)
 
 
 def conv_channel_stats(

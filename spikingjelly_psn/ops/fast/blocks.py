@@ -22,10 +22,9 @@ import torch
 #: a 2 MiB-L2 CPU); on a GPU, blocks big enough that each kernel fills the device.
 BLOCK_BYTES = {"cpu": 1 << 20}
 DEVICE_BLOCK_BYTES = 64 << 20
-#: A block is at most this fraction of the input (a small input still gets a few blocks, so the
-#: scratch buffers stay small next to it), and at least ``MIN_BLOCK_BYTES``.
+#: An input bigger than one block is cut into at least this many, so the block-sized scratch
+#: buffers stay small next to it (an input that fits one block is one block: fewer ops).
 BLOCK_FRACTION = 8
-MIN_BLOCK_BYTES = 16 << 10
 #: Fewest columns per channel for which a GEMM on a strided view is efficient.
 MIN_COLUMNS = 64
 
@@ -59,7 +58,8 @@ class Blocking:
         self.dtype = dtype
         budget = BLOCK_BYTES.get(device.type, DEVICE_BLOCK_BYTES)
         size = rows * B * C * S * dtype.itemsize
-        budget = min(budget, max(size // BLOCK_FRACTION, MIN_BLOCK_BYTES))
+        if size > budget:
+            budget = min(budget, size // BLOCK_FRACTION)
         cols = max(1, budget // (max(rows, 1) * dtype.itemsize))
         if S >= MIN_COLUMNS:
             nb, ns = 1, min(S, cols)

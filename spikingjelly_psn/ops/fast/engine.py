@@ -60,7 +60,10 @@ class BlockedConv:
     def _product_view(self, block: Block, rows: int) -> torch.Tensor:
         """A contiguous ``[channels, rows, columns]`` buffer for a GEMM result."""
         if self._product is None:
-            rows_max = max(self.taps.tile, self.taps.lag)
+            # a tile (tiles are at least lag long), or a history's gradient
+            rows_max = (
+                self.taps.tile if self.history is None else max(self.taps.tile, self.taps.lag)
+            )
             self._product = self.blocking.buffer(rows_max, self.x.device)
         return self._product[: block.channels * rows * block.columns].view(
             block.channels, rows, block.columns
