@@ -335,6 +335,39 @@ def test_gradcheck_dense_fire_with_the_generic_surrogate():
     _gradcheck(lambda *a: fast.dense_fire(*a, SMOOTH), x, w, b)
 
 
+# ------------------------------------------------------------------ allocations
+
+
+def test_a_training_step_allocates_its_results_and_little_else():
+    """Only x is saved and the charge is recomputed: a forward and backward allocate the spikes,
+    the input gradient (and the charge once more for the unblocked dense ops) plus small scratch,
+    where SpikingJelly's autograd allocates about 9 times the input (bench: ``alloc_ratio``)."""
+    from spikingjelly_psn.bench.memory import allocated_bytes
+
+    cpu = torch.device("cpu")
+    x, w, b, _ = _inputs(32, 8, 16, 256, 8, 1, torch.float32, False, seed=6, requires_grad=True)
+    upstream = torch.randn_like(x)
+
+    def per_channel():
+        spikes = fast.causal_conv_fire(x, w, b, 1, SPIKING)
+        return torch.autograd.grad(spikes, [x, w, b], upstream)
+
+    def statistics():
+        mean, var = fast.conv_channel_stats(x, w, 1)
+        return torch.autograd.grad(mean.sum() + var.sum(), [x, w])
+
+    dense_w = torch.randn(32, 32, requires_grad=True)
+    dense_b = torch.randn(32, 1, requires_grad=True)
+
+    def dense():
+        spikes = fast.dense_fire(x.view(32, -1), dense_w, dense_b, SPIKING)
+        return torch.autograd.grad(spikes, [x, dense_w, dense_b], upstream.view(32, -1))
+
+    assert allocated_bytes(per_channel, cpu) <= 2.5 * x.nbytes
+    assert allocated_bytes(statistics, cpu) <= 1.5 * x.nbytes
+    assert allocated_bytes(dense, cpu) <= 3.1 * x.nbytes
+
+
 # ------------------------------------------------------------------ plumbing
 
 

@@ -23,9 +23,10 @@ import torch
 #: on a GPU, blocks big enough that each kernel fills the device.
 BLOCK_BYTES = {"cpu": 2 << 20}
 DEVICE_BLOCK_BYTES = 64 << 20
-#: An input bigger than one block is cut into at least this many, so the block-sized scratch
-#: buffers stay small next to it (an input that fits one block is one block: fewer ops).
+#: An input is cut into about this many blocks at least, so the block-sized scratch buffers stay
+#: small next to it, with blocks of ``MIN_BLOCK_BYTES`` at least (fewer, bigger ops).
 BLOCK_FRACTION = 8
+MIN_BLOCK_BYTES = 256 << 10
 #: Fewest columns per channel for which a GEMM on a strided view is efficient.
 MIN_COLUMNS = 64
 
@@ -59,8 +60,7 @@ class Blocking:
         self.dtype = dtype
         budget = BLOCK_BYTES.get(device.type, DEVICE_BLOCK_BYTES)
         size = rows * B * C * S * dtype.itemsize
-        if size > budget:
-            budget = min(budget, size // BLOCK_FRACTION)
+        budget = min(budget, max(size // BLOCK_FRACTION, MIN_BLOCK_BYTES))
         cols = max(1, budget // (max(rows, 1) * dtype.itemsize))
         if S >= MIN_COLUMNS:
             nb, ns = 1, min(S, cols)
