@@ -308,6 +308,24 @@ def test_dense_fire_is_spikingjellys_psn_bit_for_bit(autocast, transposed):
         assert a.dtype == r.dtype and torch.equal(a, r)
 
 
+def test_a_backward_run_inside_autocast_computes_what_it_computes_outside():
+    """The ops choose their dtypes themselves, in the backward too."""
+    x, w, b, _ = _inputs(20, 2, 3, 70, 3, 1, torch.float32, False, seed=8, requires_grad=True)
+    dense_w = torch.randn(20, 20, requires_grad=True)
+    dense_b = torch.randn(20, 1, requires_grad=True)
+    for spikes, inputs in (
+        (fast.causal_conv_fire(x, w, b, 1, SPIKING), [x, w, b]),
+        (fast.conv_channel_stats(x, w, 1)[1], [x, w]),
+        (fast.dense_fire(x.view(20, -1), dense_w, dense_b, SPIKING), [x, dense_w, dense_b]),
+    ):
+        upstream = torch.randn_like(spikes)
+        outside = torch.autograd.grad(spikes, inputs, upstream, retain_graph=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = torch.autograd.grad(spikes, inputs, upstream)
+        for a, r in zip(inside, outside):
+            assert a.dtype == r.dtype and torch.equal(a, r)
+
+
 # ------------------------------------------------------------------ float64 gradcheck
 
 

@@ -7,7 +7,7 @@ computed with GEMMs instead of one multiply and one add per tap:
 - ``causal_conv_fire`` with a shared weight (sliding PSN): the same ``addmm`` on a Toeplitz
   matrix as SpikingJelly's ``SlidingPSN``, so a whole sequence gives its spikes bit for bit.
 - ``causal_conv_fire`` with per-channel weights (MFPSN) and ``conv_channel_stats``: batched
-  GEMMs on cache-sized blocks, accumulated in fp32 (fp64 for fp64 inputs).
+  GEMMs on cache-sized blocks and time tiles, accumulated in fp32 (fp64 for fp64 inputs).
 
 Each is an autograd function that saves only its inputs and recomputes the charge in the
 backward; with a spiking ``surrogate.ATan`` (the default) the surrogate gradient runs in place.
@@ -18,16 +18,15 @@ weights), which the compiler fuses itself.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from spikingjelly_psn.ops import reference
+from spikingjelly_psn.ops.fast.amp import autocast_dtype, autocast_like_addmm, no_autocast
 from spikingjelly_psn.ops.fast.conv import CausalConvFire, gemm_dtype, shared_charge
 from spikingjelly_psn.ops.fast.dense import DenseFire
 from spikingjelly_psn.ops.fast.firing import fire_, is_lean, strategy
 from spikingjelly_psn.ops.fast.stats import ConvChannelStats
-from spikingjelly_psn.ops.fast.toeplitz import tap_index, toeplitz
+from spikingjelly_psn.ops.fast.toeplitz import tap_map, toeplitz
 
 __all__ = ["causal_conv_fire", "conv_channel_stats", "dense_fire"]
 
@@ -39,35 +38,14 @@ DENSE_SHARED_BYTES = 8 << 20
 MOMENTS_FRACTION = 16
 
 
-def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
-    device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return None
-
-
-def _autocast(dtype: torch.dtype | None, *tensors: torch.Tensor | None):
-    """The tensors as autocast would hand them to ``addmm`` (fp64 and None left alone)."""
-    if dtype is None:
-        return tensors
-    return tuple(t if t is None or t.dtype == torch.float64 else t.to(dtype) for t in tensors)
-
-
-def _no_autocast(x: torch.Tensor):
-    """A context with autocast off on ``x``'s device (the ops cast for themselves)."""
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.autocast(x.device.type, enabled=False)
-    return contextlib.nullcontext()
-
-
 def dense_fire(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate_function
 ) -> torch.Tensor:
     """``Θ(weight @ x + bias)`` as SpikingJelly's PSN computes it."""
     if torch.compiler.is_compiling() or not is_lean(surrogate_function):
         return reference.dense_fire(x, weight, bias, surrogate_function)
-    x, weight, bias = _autocast(_autocast_dtype(x), x, weight, bias)
-    with _no_autocast(x):
+    x, weight, bias = autocast_like_addmm(autocast_dtype(x), x, weight, bias)
+    with no_autocast(x):
         if not _needs_grad(x, weight, bias):
             return fire_(torch.addmm(bias, weight, x))
         return DenseFire.apply(x, weight, bias, float(surrogate_function.alpha))
@@ -103,18 +81,18 @@ def causal_conv_fire(
             return reference.causal_conv_fire(
                 x, weight, bias, dilation, surrogate_function, history
             )
-        with _no_autocast(x):
+        with no_autocast(x):
             return CausalConvFire.apply(
                 x.contiguous(), weight, bias, history, dilation, strategy(surrogate_function)
             )
     shape, T = x.shape, x.shape[0]
-    x2, weight, bias, h2 = _autocast(_autocast_dtype(x), x, weight, bias, history)
+    x2, weight, bias, h2 = autocast_like_addmm(autocast_dtype(x), x, weight, bias, history)
     x2 = x2.reshape(T, 1, 1, -1).contiguous()
     h2 = None if h2 is None else h2.reshape(h2.shape[0], 1, 1, -1)
     if torch.compiler.is_compiling():
         h = shared_charge(x2.view(T, -1), weight, bias, dilation, h2)
         return surrogate_function(h).to(x2.dtype).view(shape)
-    with _no_autocast(x):
+    with no_autocast(x):
         if h2 is None and is_lean(surrogate_function) and x2.nbytes <= DENSE_SHARED_BYTES:
             spikes = _shared_as_dense(x2.view(T, -1), weight, bias, dilation, surrogate_function)
         else:
@@ -128,7 +106,7 @@ def _shared_as_dense(x, weight, bias, dilation, surrogate_function) -> torch.Ten
     differentiable gather of the taps): a handful of ops, the right thing for small inputs."""
     dtype = gemm_dtype(x, weight, bias)
     k, T = weight.shape[1], x.shape[0]
-    a = toeplitz(weight.to(dtype), tap_index(k, dilation, T, T, 0, x.device))[0]
+    a = toeplitz(weight.to(dtype), tap_map(k, dilation, T, T, 0, x.device))[0]
     return dense_fire(x.to(dtype), a, bias.to(dtype), surrogate_function).to(x.dtype)
 
 
@@ -151,6 +129,6 @@ def conv_channel_stats(
         and (x.requires_grad or weight.requires_grad)
         and x.numel() >= MOMENTS_FRACTION * C * T * T
     )
-    with _no_autocast(x):
+    with no_autocast(x):
         mean, var, _, _ = ConvChannelStats.apply(x.contiguous(), weight, history, dilation, moments)
     return mean, var

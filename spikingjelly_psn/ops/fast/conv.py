@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import torch
 
+from spikingjelly_psn.ops.fast.amp import no_autocast
 from spikingjelly_psn.ops.fast.blocks import Blocking
 from spikingjelly_psn.ops.fast.engine import BlockedConv
 from spikingjelly_psn.ops.fast.firing import Generic, LeanATan
-from spikingjelly_psn.ops.fast.toeplitz import tap_index, toeplitz
+from spikingjelly_psn.ops.fast.toeplitz import tap_map, toeplitz
 from spikingjelly_psn.ops.reference import accumulation_dtype
 
 
@@ -40,11 +41,11 @@ def shared_charge(
     k, T = weight.shape[1], x.shape[0]
     w = weight.to(dtype)
     h = torch.addmm(
-        bias.to(dtype), toeplitz(w, tap_index(k, dilation, T, T, 0, x.device))[0], x.to(dtype)
+        bias.to(dtype), toeplitz(w, tap_map(k, dilation, T, T, 0, x.device))[0], x.to(dtype)
     )
     if history is not None:
         lag, rows = history.shape[0], min(history.shape[0], T)
-        a = toeplitz(w, tap_index(k, dilation, rows, lag, lag, x.device))[0]
+        a = toeplitz(w, tap_map(k, dilation, rows, lag, lag, x.device))[0]
         h[:rows].addmm_(a, history.to(dtype))
     return h
 
@@ -75,20 +76,21 @@ class CausalConvFire(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes):
         x, weight, bias, history = ctx.saved_tensors
-        conv = BlockedConv(x, weight, history, ctx.dilation)
-        b = bias.to(conv.dtype).expand(weight.shape[0])
+        with no_autocast(x):
+            conv = BlockedConv(x, weight, history, ctx.dilation)
+            b = bias.to(conv.dtype).expand(weight.shape[0])
 
-        def gradient(block, rows, h):
-            h.add_(conv.bias(b, block))
-            upstream = conv.blocking.view(grad_spikes, block)[:, rows]
-            return ctx.firing.grad(Blocking.unflat(h, block), upstream).reshape(h.shape)
+            def gradient(block, rows, h):
+                h.add_(conv.bias(b, block))
+                upstream = conv.blocking.view(grad_spikes, block)[:, rows]
+                return ctx.firing.grad(Blocking.unflat(h, block), upstream).reshape(h.shape)
 
-        needs = ctx.needs_input_grad
-        grad_x, grad_w, grad_b, grad_history = conv.backward(
-            gradient, (needs[0], needs[1], needs[2], needs[3])
-        )
-        if grad_w is not None:
-            grad_w = grad_w.to(weight.dtype)
-        if grad_b is not None:
-            grad_b = grad_b.sum_to_size(bias.shape).to(bias.dtype)
-        return grad_x, grad_w, grad_b, grad_history, None, None
+            needs = ctx.needs_input_grad
+            grad_x, grad_w, grad_b, grad_history = conv.backward(
+                gradient, (needs[0], needs[1], needs[2], needs[3])
+            )
+            if grad_w is not None:
+                grad_w = grad_w.to(weight.dtype)
+            if grad_b is not None:
+                grad_b = grad_b.sum_to_size(bias.shape).to(bias.dtype)
+            return grad_x, grad_w, grad_b, grad_history, None, None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from spikingjelly_psn.ops.fast.amp import no_autocast
 from spikingjelly_psn.ops.fast.firing import atan_grad_, fire_
 
 
@@ -29,16 +30,17 @@ class DenseFire(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes):
         x, weight, bias = ctx.saved_tensors
-        grad_h = atan_grad_(torch.addmm(bias, weight, x), grad_spikes, ctx.alpha)
-        need_x, need_w, need_b, _ = ctx.needs_input_grad
-        grad_x = grad_w = None
-        # the products autograd forms for addmm, in its orientation (column-major stays so)
-        if need_x:
-            grad_x = grad_h.t().mm(weight).t() if _column_major(x) else weight.t().mm(grad_h)
-        if need_w:
-            grad_w = x.mm(grad_h.t()).t() if _column_major(weight) else grad_h.mm(x.t())
-        grad_b = grad_h.sum_to_size(bias.shape) if need_b else None
-        return grad_x, grad_w, grad_b, None
+        with no_autocast(x):
+            grad_h = atan_grad_(torch.addmm(bias, weight, x), grad_spikes, ctx.alpha)
+            need_x, need_w, need_b, _ = ctx.needs_input_grad
+            grad_x = grad_w = None
+            # the products autograd forms for addmm, in its orientation (column-major stays so)
+            if need_x:
+                grad_x = grad_h.t().mm(weight).t() if _column_major(x) else weight.t().mm(grad_h)
+            if need_w:
+                grad_w = x.mm(grad_h.t()).t() if _column_major(weight) else grad_h.mm(x.t())
+            grad_b = grad_h.sum_to_size(bias.shape) if need_b else None
+            return grad_x, grad_w, grad_b, None
 
 
 def _column_major(t: torch.Tensor) -> bool:

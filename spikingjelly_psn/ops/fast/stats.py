@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from spikingjelly_psn.ops.fast.amp import no_autocast
 from spikingjelly_psn.ops.fast.engine import BlockedConv
 
 
@@ -36,24 +37,25 @@ class ConvChannelStats(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_mean, grad_var, *_):
         x, weight, history, mean, products, shifted = ctx.saved_tensors
-        conv = BlockedConv(x, weight, history, ctx.dilation)
-        count = x.numel() // x.shape[2]
-        grad_mean = torch.zeros_like(mean) if grad_mean is None else grad_mean.to(mean.dtype)
-        grad_var = torch.zeros_like(mean) if grad_var is None else grad_var.to(mean.dtype)
-        scale = grad_var * (2 / count)
-        shift = grad_mean / count - scale * mean
-        need_x, need_w, need_history = ctx.needs_input_grad[:3]
-        if products.numel():
-            grad_x = conv.variance_input_gradient(scale, shift) if need_x else None
-            grad_w = scale.unsqueeze(1) * products + shift.unsqueeze(1) * shifted
-            return grad_x, grad_w.to(weight.dtype) if need_w else None, None, None, None
+        with no_autocast(x):
+            conv = BlockedConv(x, weight, history, ctx.dilation)
+            count = x.numel() // x.shape[2]
+            grad_mean = torch.zeros_like(mean) if grad_mean is None else grad_mean.to(mean.dtype)
+            grad_var = torch.zeros_like(mean) if grad_var is None else grad_var.to(mean.dtype)
+            scale = grad_var * (2 / count)
+            shift = grad_mean / count - scale * mean
+            need_x, need_w, need_history = ctx.needs_input_grad[:3]
+            if products.numel():
+                grad_x = conv.variance_input_gradient(scale, shift) if need_x else None
+                grad_w = scale.unsqueeze(1) * products + shift.unsqueeze(1) * shifted
+                return grad_x, grad_w.to(weight.dtype) if need_w else None, None, None, None
 
-        def gradient(block, rows, h):
-            return h.mul_(scale[block.c].view(-1, 1, 1)).add_(shift[block.c].view(-1, 1, 1))
+            def gradient(block, rows, h):
+                return h.mul_(scale[block.c].view(-1, 1, 1)).add_(shift[block.c].view(-1, 1, 1))
 
-        grad_x, grad_w, _, grad_history = conv.backward(
-            gradient, (need_x, need_w, False, need_history)
-        )
-        if grad_w is not None:
-            grad_w = grad_w.to(weight.dtype)
-        return grad_x, grad_w, grad_history, None, None
+            grad_x, grad_w, _, grad_history = conv.backward(
+                gradient, (need_x, need_w, False, need_history)
+            )
+            if grad_w is not None:
+                grad_w = grad_w.to(weight.dtype)
+            return grad_x, grad_w, grad_history, None, None

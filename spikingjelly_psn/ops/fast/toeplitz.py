@@ -8,53 +8,75 @@ so GEMMs do the work; its gradient is summed back to the taps along the same map
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
-_index_cache: dict[tuple, torch.Tensor] = {}
+
+@dataclass(frozen=True)
+class TapMap:
+    """Where the taps sit in a ``[rows, cols]`` Toeplitz matrix: the flat positions of its
+    nonzero entries and the tap at each. Entries elsewhere are zero."""
+
+    rows: int
+    cols: int
+    k: int
+    positions: torch.Tensor
+    taps: torch.Tensor
+    _one_hot: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def one_hot(self, dtype: torch.dtype) -> torch.Tensor:
+        """``[entries, k]``: 1 where an entry holds a tap (sums an entry gradient to taps)."""
+        if dtype not in self._one_hot:
+            eye = torch.eye(self.k, dtype=dtype, device=self.positions.device)
+            self._one_hot[dtype] = eye.index_select(0, self.taps)
+        return self._one_hot[dtype]
 
 
-def tap_index(
+_map_cache: dict[tuple, TapMap] = {}
+
+
+def tap_map(
     k: int, dilation: int, rows: int, cols: int, offset: int, device: torch.device
-) -> torch.Tensor:
-    """``[rows, cols]`` map from matrix entries to tap indices; ``k`` where no tap applies.
+) -> TapMap:
+    """The taps of a ``[rows, cols]`` matrix whose row ``i`` is at time ``i`` and column ``j``
+    at time ``j − offset``: the entry holds tap ``m`` where ``i + offset − j = (k−1−m)·dilation``.
 
-    Output row ``i`` is at time ``i``; input column ``j`` is at time ``j - offset``, so the lag
-    between them is ``i + offset - j``. Maps are cached (a few per layer shape), except while
-    ``torch.compile`` traces, which folds them into the graph itself.
+    Maps are cached (a few per layer shape), except while ``torch.compile`` traces, which
+    folds them into the graph itself.
     """
     if torch.compiler.is_compiling():
-        return _tap_index(k, dilation, rows, cols, offset, device)
+        return _tap_map(k, dilation, rows, cols, offset, device)
     key = (k, dilation, rows, cols, offset, device)
-    index = _index_cache.get(key)
-    if index is None:
-        index = _index_cache[key] = _tap_index(k, dilation, rows, cols, offset, device)
-    return index
+    found = _map_cache.get(key)
+    if found is None:
+        found = _map_cache[key] = _tap_map(k, dilation, rows, cols, offset, device)
+    return found
 
 
-def _tap_index(
+def _tap_map(
     k: int, dilation: int, rows: int, cols: int, offset: int, device: torch.device
-) -> torch.Tensor:
+) -> TapMap:
     i = torch.arange(rows, device=device).unsqueeze(1)
     j = torch.arange(cols, device=device).unsqueeze(0)
     lag = i + offset - j
     tap = (k - 1) - torch.div(lag, dilation, rounding_mode="floor")
-    valid = (lag >= 0) & (lag % dilation == 0) & (tap >= 0)
-    return torch.where(valid, tap, k)
+    valid = ((lag >= 0) & (lag % dilation == 0) & (tap >= 0)).flatten()
+    positions = valid.nonzero().squeeze(1)
+    return TapMap(rows, cols, k, positions, tap.flatten().index_select(0, positions))
 
 
-def toeplitz(weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``[G, rows, cols]`` matrices of the taps ``weight [G, k]`` laid out by ``index``."""
-    padded = torch.cat([weight, weight.new_zeros(weight.shape[0], 1)], dim=1)
-    return padded.index_select(1, index.flatten()).view(weight.shape[0], *index.shape)
+def toeplitz(weight: torch.Tensor, taps: TapMap) -> torch.Tensor:
+    """``[G, rows, cols]`` matrices of the taps ``weight [G, k]`` (differentiable in weight)."""
+    zeros = weight.new_zeros(weight.shape[0], taps.rows * taps.cols)
+    matrix = zeros.index_copy(1, taps.positions, weight.index_select(1, taps.taps))
+    return matrix.view(weight.shape[0], taps.rows, taps.cols)
 
 
-def taps_gradient(grad: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
+def taps_gradient(grad: torch.Tensor, taps: TapMap) -> torch.Tensor:
     """``[G, k]``: the gradient of the taps from the gradient ``[G, rows, cols]`` of ``toeplitz``."""
-    flat = index.reshape(1, -1).expand(grad.shape[0], -1)
-    summed = grad.new_zeros(grad.shape[0], k + 1).scatter_add_(
-        1, flat, grad.reshape(grad.shape[0], -1)
-    )
-    return summed[:, :k]
+    entries = grad.reshape(grad.shape[0], -1).index_select(1, taps.positions)
+    return entries @ taps.one_hot(grad.dtype)
 
 
 #: Output steps per tile: a long sequence is cut into tiles so each GEMM's inner dimension is
@@ -76,10 +98,10 @@ class Taps:
         self.lag = (self.k - 1) * dilation
         self._weight = weight.to(dtype)
         self.tile = max(TILE, self.lag) if T - self.lag > TILE else T
-        self.index = tap_index(
+        self.map = tap_map(
             self.k, dilation, self.tile, self.tile + self.lag, self.lag, weight.device
         )
-        self.a = toeplitz(self._weight, self.index)
+        self.a = toeplitz(self._weight, self.map)
         self.windows = [self._window(r, min(r + self.tile, T)) for r in range(0, T, self.tile)]
         self.history_rows = min(self.lag, T)
 
@@ -92,7 +114,7 @@ class Taps:
 
     def full(self, T: int) -> torch.Tensor:
         """The untiled ``[G, T, T]`` matrix of the whole sequence (no history)."""
-        return toeplitz(self._weight, tap_index(self.k, self.dilation, T, T, 0, self.a.device))
+        return toeplitz(self._weight, tap_map(self.k, self.dilation, T, T, 0, self.a.device))
 
     def group(self, channels: slice) -> slice:
         """The rows of ``A`` for a channel range (one shared group serves every channel)."""
@@ -100,4 +122,4 @@ class Taps:
 
     def weight_gradient(self, grad: torch.Tensor) -> torch.Tensor:
         """``[G, k]`` tap gradient from the gradient of ``A``."""
-        return taps_gradient(grad, self.index, self.k)
+        return taps_gradient(grad, self.map)
