@@ -19,7 +19,6 @@ from spikingjelly_psn.ops.fast.blocks import Block, Blocking
 from spikingjelly_psn.ops.fast.toeplitz import Taps
 from spikingjelly_psn.ops.reference import accumulation_dtype
 
-Window = tuple[slice, slice, slice]
 #: ``finish(block, rows, charge)`` turns a tile's charge ``[channels, rows, columns]`` into the
 #: tile's result (spikes, or the loss gradient by the charge), in place or not.
 Finish = Callable[[Block, slice, torch.Tensor], torch.Tensor]
