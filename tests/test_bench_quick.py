@@ -77,6 +77,8 @@ def _check_results(out: Path, device: str = "cpu") -> list[dict[str, str]]:
         assert float(r["achieved_gbps"]) > 0 and float(r["copy_gbps"]) > 0, where
         assert 0 < float(r["bw_fraction"]) <= 1.5, (where, r["bw_fraction"])
         assert float(r["speedup_vs_lif"]) > 0, where
+        # every call allocates at least its output
+        assert float(r["alloc_ratio"]) >= 1.0 and int(r["alloc_bytes"]) >= T * n * 4, where
         saved = int(r["saved_bytes"])
         if training:
             assert saved >= T * n * 4, where  # at least x is kept for backward

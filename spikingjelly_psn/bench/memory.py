@@ -1,4 +1,4 @@
-"""Memory of one call: the CUDA peak-allocation delta, and the bytes autograd saves for backward."""
+"""Memory of one call: bytes allocated, the CUDA peak-allocation delta, and what autograd saves."""
 
 from __future__ import annotations
 
@@ -23,6 +23,30 @@ def saved_tensor_bytes(call: Callable[[], object]) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         call()
     return sum(storages.values())
+
+
+def allocated_bytes(call: Callable[[], object], device: torch.device) -> int:
+    """Total bytes of every allocation on ``device`` while ``call()`` runs, frees not subtracted.
+
+    Read from the PyTorch profiler's memory events, so it works on a CPU as on a GPU. A
+    temporary counts in full each time it is allocated: this is the allocator traffic of the call
+    (an implementation that allocates one ``[T, N']`` tensor per op scores high), not its peak.
+    """
+    from torch.autograd.profiler import profile
+
+    with profile(profile_memory=True) as prof:
+        call()
+    index = device.index if device.index is not None else -1
+    if device.type == "cuda" and device.index is None:
+        index = torch.cuda.current_device()
+    return sum(
+        event.nbytes()
+        for event in prof.kineto_results.events()
+        if event.name() == "[memory]"
+        and event.nbytes() > 0
+        and event.device_type().name.lower() == device.type
+        and (device.type == "cpu" or event.device_index() == index)
+    )
 
 
 def cuda_peak_delta(call: Callable[[], object], device: torch.device) -> int | None:

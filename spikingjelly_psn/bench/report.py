@@ -33,6 +33,8 @@ COLUMNS: tuple[str, ...] = (
     "speedup_vs_lif",
     "peak_mem_bytes",
     "saved_bytes",
+    "alloc_bytes",
+    "alloc_ratio",
     "device",
     "device_name",
     "torch_version",
@@ -70,10 +72,10 @@ def _mib(value: object) -> str:
 
 
 def markdown_table(rows: list[dict[str, object]]) -> str:
-    """A compact table: time, first call, bandwidth, memory and speed-up over LIF per row."""
+    """A compact table: time, first call, bandwidth, memory, allocations and speed-up over LIF."""
     header = (
         "| neuron | backend | impl | dtype | T | N' | mode | median ms | first call ms | GB/s "
-        "| of copy | peak MiB | saved MiB | x LIF | status |"
+        "| of copy | peak MiB | saved MiB | alloc x input | x LIF | status |"
     )
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
     for r in rows:
@@ -92,6 +94,7 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
             _num(r.get("bw_fraction"), ".1%"),
             _mib(r.get("peak_mem_bytes")),
             _mib(r.get("saved_bytes")),
+            _num(r.get("alloc_ratio"), ".3g"),
             _num(r.get("speedup_vs_lif"), ".3g"),
             str(status).replace("|", "/"),
         ]

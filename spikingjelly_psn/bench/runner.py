@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .bytes_model import bytes_moved, passes
 from .cases import Case, CaseSpec, Unavailable, backends_for, build, input_shape
-from .memory import available_bytes, cuda_peak_delta, saved_tensor_bytes
+from .memory import allocated_bytes, available_bytes, cuda_peak_delta, saved_tensor_bytes
 from .timing import Timing, measure, timer_name
 
 DTYPES: dict[str, torch.dtype] = {
@@ -161,6 +161,9 @@ def _measure_row(
     peak = cuda_peak_delta(lambda: call(0), device)
     prepare(0)
     saved = saved_tensor_bytes(lambda: call(0))
+    prepare(0)
+    allocated = allocated_bytes(lambda: call(0), device)
+    input_bytes = spec.T * n_prime * torch_dtype.itemsize
     n_passes = passes(spec.neuron, mode, cfg.mfpsn_threshold)
     nbytes = bytes_moved(n_passes, spec.T, n_prime, torch_dtype.itemsize)
     achieved = nbytes / (timing.median_ms * 1e-3) / 1e9
@@ -183,6 +186,8 @@ def _measure_row(
         "bw_fraction": achieved / copy_gbps,
         "peak_mem_bytes": peak,
         "saved_bytes": saved,
+        "alloc_bytes": allocated,
+        "alloc_ratio": allocated / input_bytes,
     }
 
 

@@ -2,6 +2,8 @@
 
 Every neuron turns its parameters into plain tensors and calls one of these functions;
 the backend module does the math. A new backend adds a module here and touches nothing else.
+``backend="torch"`` is :mod:`.fast` (PyTorch GEMMs); :mod:`.reference` is the exact, simple
+ground truth the tests and the CUDA kernels are held to.
 
 Canonical layouts (the neurons reshape to them):
 
@@ -20,16 +22,16 @@ from types import ModuleType
 
 import torch
 
-from spikingjelly_psn.ops import reference
+from spikingjelly_psn.ops import fast
 
 BACKENDS: tuple[str, ...] = ("torch", "cupy")
 
 _MODULES = {
-    "torch": "spikingjelly_psn.ops.reference",
+    "torch": "spikingjelly_psn.ops.fast",
     "cupy": "spikingjelly_psn.ops.cupy",
 }
-# The reference is always loaded, so even a first call under torch.compile has no import to trace.
-_loaded: dict[str, ModuleType] = {"torch": reference}
+# The torch backend is always loaded, so even a first call under torch.compile has no import to trace.
+_loaded: dict[str, ModuleType] = {"torch": fast}
 
 
 def backend_module(backend: str) -> ModuleType:
