@@ -97,7 +97,7 @@ pack
 
 # ---- speed (one benchmark process per dtype: a sweep cut short keeps what it finished)
 step pow2 90 "$PY" "${CHECKS[@]}" pow2 --out "$WORK/pow2.json"
-BENCH=("$PY" -m spikingjelly_psn.bench --backends cupy --mode both --repeats 10 --warmup 2
+BENCH=("$PY" -m spikingjelly_psn.bench --backends cupy --mode both --rounds 10 --warmup 2
     --no-progress --N 4194304)
 NEURONS=psn,masked,sliding,mfpsn,sj-psn,sj-masked,sj-sliding,lif
 GOALS=("$PY" "${CHECKS[@]}" goals --merge "$WORK/results.csv" --pow2 "$WORK/pow2.json")

@@ -24,7 +24,7 @@ SWEEP = [
     "inference",
     "--T",
     "4",
-    "--repeats",
+    "--rounds",
     "2",
     "--warmup",
     "0",

@@ -13,12 +13,16 @@ import pytest
 import torch
 
 from spikingjelly_psn.bench import main
-from spikingjelly_psn.bench.cases import NEURONS, PLUGIN_NEURONS
+from spikingjelly_psn.bench.caches import ROTATION_FACTOR
+from spikingjelly_psn.bench.cases import CONTROL, NEURONS, PLUGIN_NEURONS, TWINS
 from spikingjelly_psn.bench.cli import QUICK
 from spikingjelly_psn.bench.report import COLUMNS
 
 PLOTS = ("time_vs_n", "ratio_vs_lif", "bandwidth_fraction", "memory")
 TIME_COLUMNS = ("median_ms", "q1_ms", "q3_ms", "first_call_ms")
+#: The control (SpikingJelly's PSN timed twice, interleaved) must read 1 within this band: the
+#: median of its per-round ratios is what a ratio of two identical cases moves by on an idle CPU.
+NOISE_BAND = (0.9, 1.1)
 
 
 def _cupy_available() -> bool:
@@ -68,13 +72,26 @@ def _check_results(out: Path, device: str = "cpu") -> list[dict[str, str]]:
             value = float(r[col])
             assert math.isfinite(value) and value > 0, (where, col, value)
         assert float(r["q1_ms"]) <= float(r["median_ms"]) <= float(r["q3_ms"]), where
-        assert int(r["repeats"]) == QUICK["repeats"]
+        assert int(r["rounds"]) == QUICK["rounds"]
+        # inputs rotate over more than the last-level cache, by the stated factor
+        input_bytes = int(r["T"]) * int(r["n_prime"]) * 4
+        assert int(r["rotation_bytes"]) >= min(
+            ROTATION_FACTOR * int(r["cache_bytes"]), 2 * input_bytes
+        )
+        for name in ("speedup_vs_lif", "bw_fraction") + (
+            ("time_vs_sj",) if r["neuron"] in TWINS else ()
+        ):
+            q1, med, q3 = (float(r[name + s]) for s in ("_q1", "", "_q3"))
+            assert 0 < q1 <= med <= q3, (where, name, q1, med, q3)
+        if r["neuron"] not in TWINS:
+            assert r["time_vs_sj"] == "", where
         T, n = int(r["T"]), int(r["n_prime"])
         training = r["mode"] == "training"
         passes = (8 if r["neuron"] == "mfpsn" else 5) if training else 2
         assert int(r["passes"]) == passes, where
         assert int(r["bytes_moved"]) == passes * T * n * 4, where
         assert float(r["achieved_gbps"]) > 0 and float(r["copy_gbps"]) > 0, where
+        assert float(r["copy_prealloc_gbps"]) > 0, where
         assert 0 < float(r["bw_fraction"]) <= 1.5, (where, r["bw_fraction"])
         assert float(r["speedup_vs_lif"]) > 0, where
         # every call allocates at least its output
@@ -110,10 +127,19 @@ def _check_results(out: Path, device: str = "cpu") -> list[dict[str, str]]:
     return rows
 
 
+def _check_noise(rows: list[dict[str, str]]) -> None:
+    control = [r for r in rows if r["neuron"] == CONTROL]
+    assert len(control) == len(QUICK["Ts"]) * len(QUICK["Ns"]) * 2
+    for r in control:
+        where = f"control T={r['T']} N'={r['n_prime']} {r['mode']}"
+        assert NOISE_BAND[0] <= float(r["time_vs_sj"]) <= NOISE_BAND[1], (where, r["time_vs_sj"])
+
+
 def test_quick_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench"
     assert main(["--quick", "--device", "cpu", "--out", str(out), "--no-progress"]) == 0
     rows = _check_results(out)
+    _check_noise(rows)
     printed = capsys.readouterr().out
     assert "| neuron | backend |" in printed
     assert "LIF baseline: spikingjelly LIFNode(step_mode='m'), implementation" in printed
@@ -133,7 +159,8 @@ def test_quick_module_subprocess(tmp_path: Path) -> None:
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "bench" in proc.stderr  # the progress bar
+    assert "bench:" not in proc.stderr  # no progress bar into a file or pipe
+    assert "ERROR" not in proc.stderr  # nor the profiler's CUDA probe on a machine with no GPU
     _check_results(out)
 
 

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
 from spikingjelly_psn.bench import main
 from spikingjelly_psn.bench.bytes_model import bytes_moved, passes
+from spikingjelly_psn.bench.caches import (
+    ROTATION_FACTOR,
+    cpu_last_level_cache_bytes,
+    rotation_count,
+)
 from spikingjelly_psn.bench.cases import mfpsn_shape
 from spikingjelly_psn.bench.memory import cuda_peak_delta, saved_tensor_bytes
 from spikingjelly_psn.bench.report import markdown_table
-from spikingjelly_psn.bench.runner import n_buffers
-from spikingjelly_psn.bench.timing import measure
+from spikingjelly_psn.bench.runner import Contender, SweepConfig, _run_rounds
+from spikingjelly_psn.bench.timing import Spread, ratio_spread
 
 
 def test_pass_counts_follow_the_design() -> None:
@@ -42,21 +49,88 @@ def test_mfpsn_shape_holds_n_prime(n_prime: int, shape: tuple[int, ...]) -> None
         mfpsn_shape(4, n_prime + 1, 64)
 
 
-def test_rotation_buffers_are_bounded() -> None:
-    cpu = torch.device("cpu")
-    assert n_buffers(1, cpu) == 8
-    assert n_buffers(1 << 40, cpu) == 2
+def test_rotation_overflows_the_cache_by_the_stated_factor() -> None:
+    cache = 32 << 20
+    for nbytes in (1, 64 << 10, 5 << 20, 1 << 30):
+        count = rotation_count(nbytes, cache)
+        assert count >= 2
+        assert count * nbytes >= ROTATION_FACTOR * cache or count == 2
+        assert (count - 1) * nbytes < ROTATION_FACTOR * cache or count == 2
 
 
-def test_measure_excludes_first_call_and_warmup() -> None:
-    calls: list[int] = []
-    prepared: list[int] = []
-    timing = measure(calls.append, prepared.append, repeats=7, warmup=3, device=torch.device("cpu"))
-    assert len(calls) == 1 + 3 + 7 and len(prepared) == len(calls)
-    assert calls[-7:] == list(range(7))
-    assert timing.repeats == 7
-    assert 0 <= timing.min_ms <= timing.q1_ms <= timing.median_ms <= timing.q3_ms
-    assert timing.first_call_ms >= 0
+def test_last_level_cache_is_read_from_sysfs(tmp_path) -> None:
+    for index, (level, kind, size) in enumerate(
+        [
+            (1, "Data", "32K"),
+            (1, "Instruction", "32K"),
+            (2, "Unified", "1024K"),
+            (3, "Unified", "32768K"),
+        ]
+    ):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        (folder / "level").write_text(f"{level}\n")
+        (folder / "type").write_text(f"{kind}\n")
+        (folder / "size").write_text(f"{size}\n")
+    assert cpu_last_level_cache_bytes(tmp_path) == 32 << 20
+    assert cpu_last_level_cache_bytes(tmp_path / "absent") is None
+
+
+def test_spread_and_per_round_ratios() -> None:
+    assert Spread.of([3.0]) == Spread(3.0, 3.0, 3.0)
+    s = Spread.of([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert (s.q1, s.median, s.q3) == (2.0, 3.0, 4.0)
+    # a machine twice as slow in round 2 slows both cases: the ratio does not move
+    r = ratio_spread([1.0, 2.0, 1.0], [2.0, 4.0, 2.0])
+    assert r == Spread(0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="rounds"):
+        ratio_spread([1.0], [1.0, 2.0])
+
+
+def _config(rounds: int) -> SweepConfig:
+    return SweepConfig(
+        neurons=["psn"],
+        backends=["torch"],
+        dtypes=["fp32"],
+        Ts=[4],
+        Ns=[64],
+        modes=["inference"],
+        k=4,
+        dilation=1,
+        channels=64,
+        mfpsn_threshold="bn",
+        rounds=rounds,
+        warmup=0,
+        device=torch.device("cpu"),
+    )
+
+
+def test_rounds_interleave_the_cases_in_shuffled_order() -> None:
+    log: list[tuple[str, int]] = []
+    prepared: list[tuple[str, int]] = []
+    contenders = [
+        Contender(lambda i, n=name: log.append((n, i)), lambda i, n=name: prepared.append((n, i)))
+        for name in "abcd"
+    ]
+    _run_rounds(contenders, _config(20), random.Random(0))
+    assert prepared == log  # every call prepared, untimed, just before it
+    rounds = [log[4 * r : 4 * r + 4] for r in range(20)]
+    assert all(sorted(n for n, _ in rnd) == list("abcd") for rnd in rounds)
+    assert len({tuple(n for n, _ in rnd) for rnd in rounds}) > 1  # the order changes
+    assert [i for _, i in log] == list(range(80))  # each call takes the next buffer
+    assert all(len(c.times) == 20 and min(c.times) >= 0 for c in contenders)
+
+
+def test_a_case_that_fails_leaves_the_rounds_and_the_others_go_on() -> None:
+    def broken(i: int) -> None:
+        if i >= 3:
+            raise RuntimeError("boom")
+
+    good = Contender(lambda i: None, lambda i: None)
+    bad = Contender(broken, lambda i: None)
+    _run_rounds([good, bad], _config(10), random.Random(1))
+    assert len(good.times) == 10
+    assert isinstance(bad.error, RuntimeError) and len(bad.times) < 10
 
 
 def test_saved_tensor_bytes_counts_each_storage_once() -> None:

@@ -9,7 +9,16 @@ import torch
 from torch import nn
 
 PLUGIN_NEURONS: tuple[str, ...] = ("psn", "masked", "sliding", "mfpsn")
-BASELINES: tuple[str, ...] = ("sj-psn", "sj-masked", "sj-sliding", "lif")
+BASELINES: tuple[str, ...] = ("sj-psn", "sj-masked", "sj-sliding", "lif", "control")
+#: SpikingJelly's PSN timed a second time: its time over ``sj-psn`` measures the noise of a ratio.
+CONTROL = "control"
+#: Whose time each row is divided by in ``time_vs_sj``: SpikingJelly's class of the same name.
+TWINS: dict[str, str] = {
+    "psn": "sj-psn",
+    "masked": "sj-masked",
+    "sliding": "sj-sliding",
+    CONTROL: "sj-psn",
+}
 NEURONS: tuple[str, ...] = PLUGIN_NEURONS + BASELINES
 PLUGIN_BACKENDS: tuple[str, ...] = ("torch", "cupy")
 BASELINE_BACKEND = "spikingjelly"
@@ -129,7 +138,7 @@ def _plugin(spec: CaseSpec) -> tuple[nn.Module, int | None, int | None]:
 def _baseline(spec: CaseSpec, device: torch.device) -> tuple[nn.Module, str, int | None]:
     from spikingjelly.activation_based import neuron
 
-    if spec.neuron == "sj-psn":
+    if spec.neuron in ("sj-psn", CONTROL):
         return neuron.PSN(spec.T), "spikingjelly-torch", None
     if spec.neuron == "sj-masked":
         k = min(spec.k, spec.T)

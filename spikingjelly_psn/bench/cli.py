@@ -9,13 +9,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-QUICK = {"Ts": [4, 8], "Ns": [4096, 16384], "dtypes": ["fp32"], "repeats": 10, "warmup": 2}
+QUICK = {"Ts": [4, 8], "Ns": [4096, 16384], "dtypes": ["fp32"], "rounds": 51, "warmup": 2}
 QUICK_CPU_THREADS = 1
 FULL = {
     "Ts": [4, 8, 16, 32, 64],
     "Ns": [1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 24],
     "dtypes": ["fp32", "fp16"],
-    "repeats": 100,
+    "rounds": 100,
     "warmup": 10,
 }
 DTYPE_NAMES = {
@@ -157,7 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a few small sizes: seconds on a CPU (explicit options still win)",
     )
     p.add_argument(
-        "--repeats", type=_positive_int, help="timed calls per row (default 100; --quick 10)"
+        "--rounds",
+        "--repeats",
+        dest="rounds",
+        type=_positive_int,
+        help="rounds; each times every case of a (dtype, T, N', mode) once, in a shuffled order "
+        "(default 100; --quick 51)",
     )
     p.add_argument(
         "--warmup",
@@ -171,7 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads of PyTorch (default: PyTorch's; --quick on a CPU: 1, which "
         "keeps timings stable on a shared machine)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the random inputs and the round order (default 0)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -222,10 +232,11 @@ def config_from(args: argparse.Namespace):
         dilation=args.dilation,
         channels=args.channels,
         mfpsn_threshold=args.mfpsn_threshold,
-        repeats=args.repeats or defaults["repeats"],
+        rounds=args.rounds or defaults["rounds"],
         warmup=defaults["warmup"] if args.warmup is None else args.warmup,
         device=_device(args.device),
         progress=not args.no_progress,
+        seed=args.seed,
     )
 
 

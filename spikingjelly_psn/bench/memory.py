@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -34,6 +35,8 @@ def allocated_bytes(call: Callable[[], object], device: torch.device) -> int:
     """
     from torch.autograd.profiler import profile
 
+    # without it, the profiler's tracing library logs a CUDA-probe error on machines with no GPU
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
     with profile(profile_memory=True) as prof:
         call()
     index = device.index if device.index is not None else -1

@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
-from .cases import BASELINE_BACKEND
+from .cases import BASELINE_BACKEND, CONTROL
 
 Row = dict[str, object]
 Metric = Callable[[Row], float | None]
@@ -57,7 +57,10 @@ def _style(row: Row) -> dict[str, object]:
 
 
 def _ok(rows: list[Row], dtype: str) -> list[Row]:
-    return [r for r in rows if r["status"] == "ok" and r["dtype"] == dtype]
+    """Measured rows of ``dtype``; the control (a second SpikingJelly PSN) is not drawn."""
+    return [
+        r for r in rows if r["status"] == "ok" and r["dtype"] == dtype and r["neuron"] != CONTROL
+    ]
 
 
 def _modes(rows: list[Row]) -> list[str]:

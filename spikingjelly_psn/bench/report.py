@@ -23,14 +23,24 @@ COLUMNS: tuple[str, ...] = (
     "q1_ms",
     "q3_ms",
     "first_call_ms",
-    "repeats",
+    "rounds",
     "timer",
+    "speedup_vs_lif",
+    "speedup_vs_lif_q1",
+    "speedup_vs_lif_q3",
+    "time_vs_sj",
+    "time_vs_sj_q1",
+    "time_vs_sj_q3",
     "passes",
     "bytes_moved",
     "achieved_gbps",
     "copy_gbps",
+    "copy_prealloc_gbps",
     "bw_fraction",
-    "speedup_vs_lif",
+    "bw_fraction_q1",
+    "bw_fraction_q3",
+    "cache_bytes",
+    "rotation_bytes",
     "peak_mem_bytes",
     "saved_bytes",
     "alloc_bytes",
@@ -72,10 +82,11 @@ def _mib(value: object) -> str:
 
 
 def markdown_table(rows: list[dict[str, object]]) -> str:
-    """A compact table: time, first call, bandwidth, memory, allocations and speed-up over LIF."""
+    """A compact table: time, first call, bandwidth, memory, allocations, speed-up over LIF and
+    time over SpikingJelly's class of the same name (medians of per-round ratios)."""
     header = (
         "| neuron | backend | impl | dtype | T | N' | mode | median ms | first call ms | GB/s "
-        "| of copy | peak MiB | saved MiB | alloc x input | x LIF | status |"
+        "| of copy | peak MiB | saved MiB | alloc x input | x LIF | time / SJ | status |"
     )
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
     for r in rows:
@@ -96,6 +107,7 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
             _mib(r.get("saved_bytes")),
             _num(r.get("alloc_ratio"), ".3g"),
             _num(r.get("speedup_vs_lif"), ".3g"),
+            _num(r.get("time_vs_sj"), ".3g"),
             str(status).replace("|", "/"),
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")

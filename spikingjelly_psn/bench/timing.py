@@ -1,25 +1,46 @@
-"""Timing of one call: CUDA events on a GPU, ``perf_counter`` on a CPU; medians, warm-up excluded."""
+"""Timing of single calls and the statistics of many rounds: medians, quartiles, per-round ratios.
+
+A GPU call sits between two CUDA events and is synchronised on its own, so one case's queued work
+never lands in the next case's time; a CPU call sits between two ``perf_counter`` reads.
+"""
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 
 @dataclass(frozen=True)
-class Timing:
-    """Milliseconds per call over ``repeats`` timed calls, and the first (cold) call."""
+class Spread:
+    """Median and quartiles of a sample (times in ms, or ratios)."""
 
-    median_ms: float
-    min_ms: float
-    q1_ms: float
-    q3_ms: float
-    first_call_ms: float
-    repeats: int
+    median: float
+    q1: float
+    q3: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        """The median and quartiles of ``values`` (inclusive method; one value is its own)."""
+        if not values:
+            raise ValueError("no values to summarise")
+        if len(values) == 1:
+            return cls(values[0], values[0], values[0])
+        q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+        return cls(median, q1, q3)
+
+
+def ratio_spread(numerators: Sequence[float], denominators: Sequence[float]) -> Spread:
+    """The spread of ``numerators[r] / denominators[r]`` over rounds ``r``.
+
+    Both times come from the same round, so drift of the machine between rounds cancels.
+    """
+    if len(numerators) != len(denominators):
+        raise ValueError(f"{len(numerators)} rounds against {len(denominators)}")
+    return Spread.of([a / b for a, b in zip(numerators, denominators) if b > 0])
 
 
 def timer_name(device: torch.device) -> str:
@@ -33,7 +54,8 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _wall_ms(call: Callable[[], object], device: torch.device) -> float:
+def wall_ms(call: Callable[[], object], device: torch.device) -> float:
+    """Wall-clock milliseconds of ``call()``, the device synchronised on both sides (cold calls)."""
     synchronize(device)
     start = time.perf_counter()
     call()
@@ -41,53 +63,17 @@ def _wall_ms(call: Callable[[], object], device: torch.device) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def _timed_ms(
-    call: Callable[[int], object],
-    prepare: Callable[[int], None],
-    repeats: int,
-    device: torch.device,
-) -> list[float]:
-    """Per-call times; ``prepare(i)`` (host-side set-up, e.g. a state reset) runs untimed."""
+def call_ms(call: Callable[[], object], device: torch.device) -> float:
+    """Milliseconds of one warm ``call()``: CUDA events on a GPU, ``perf_counter`` on a CPU."""
     if device.type != "cuda":
-        times = []
-        for i in range(repeats):
-            prepare(i)
-            start = time.perf_counter()
-            call(i)
-            times.append((time.perf_counter() - start) * 1e3)
-        return times
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+        start = time.perf_counter()
+        call()
+        return (time.perf_counter() - start) * 1e3
+    begin = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
     synchronize(device)
-    for i in range(repeats):
-        prepare(i)
-        starts[i].record()
-        call(i)
-        ends[i].record()
-    synchronize(device)
-    return [s.elapsed_time(e) for s, e in zip(starts, ends)]
-
-
-def measure(
-    call: Callable[[int], object],
-    prepare: Callable[[int], None],
-    repeats: int,
-    warmup: int,
-    device: torch.device,
-) -> Timing:
-    """Time ``call(i)`` (``i`` picks the rotated input): first call, warm-up, then ``repeats`` calls.
-
-    The first call (kernel compilation, lazy initialisation) is timed on the wall clock with the
-    device synchronised on both sides and reported apart; warm-up calls are not reported.
-    """
-    prepare(0)
-    first = _wall_ms(lambda: call(0), device)
-    for i in range(warmup):
-        prepare(i)
-        call(i)
-    times = _timed_ms(call, prepare, repeats, device)
-    if len(times) >= 2:
-        q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
-    else:
-        q1 = q3 = times[0]
-    return Timing(statistics.median(times), min(times), q1, q3, first, len(times))
+    begin.record()
+    call()
+    end.record()
+    end.synchronize()
+    return begin.elapsed_time(end)
