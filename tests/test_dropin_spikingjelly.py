@@ -271,6 +271,23 @@ def test_sliding_psn_gen_gemm_weight_is_spikingjelly_s(steps: int) -> None:
     assert torch.equal(grad_a, grad_b)
 
 
+@pytest.mark.parametrize("formulation", ["gemm", "conv"])
+def test_sliding_psn_takes_the_formulations_of_older_spikingjelly(formulation: str) -> None:
+    """Scripts for SpikingJelly 0.0.0.0.14 pass ``backend='gemm'``/``'conv'`` and set a scalar bias."""
+    ours = SlidingPSN(3, step_mode="m", backend=formulation)
+    assert ours.backend == "torch"
+    ours.bias = nn.Parameter(torch.as_tensor(-0.5))
+    theirs = sj_neuron.SlidingPSN(3, step_mode="m")
+    theirs.bias = nn.Parameter(torch.as_tensor(-0.5))
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.rand(8, 5)
+    assert torch.equal(ours(x), theirs(x))
+    ours.backend = "conv" if formulation == "gemm" else "gemm"
+    assert ours.backend == "torch"
+    with pytest.raises(NotImplementedError, match="unknown"):
+        MaskedPSN(2, 4, backend="conv")
+
+
 @pytest.mark.parametrize("name", list(CAUSAL))
 def test_functional_forward_keeps_spikingjelly_state_layout(name: str) -> None:
     ours, theirs, kwargs = CAUSAL[name]

@@ -117,6 +117,8 @@ class PSNFamilyMixin:
 
     #: Step modes the class supports; PSN overrides with ``("m",)``.
     step_modes: tuple[str, ...] = ("s", "m")
+    #: Older SpikingJelly backend names this class accepts, and the backend each one means.
+    backend_aliases: dict[str, str] = {}
 
     def _init_family(
         self, surrogate_function, step_mode: str, backend: str, reset_kwargs: dict
@@ -162,6 +164,7 @@ class PSNFamilyMixin:
 
     @backend.setter
     def backend(self, value: str) -> None:
+        value = self.backend_aliases.get(value, value)
         validate_backend(self, value)
         self._backend = value
 

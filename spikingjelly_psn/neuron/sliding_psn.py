@@ -27,7 +27,13 @@ class SlidingPSN(PSNFamilyMixin, base.MemoryModule):
     SpikingJelly's ``addmm`` does); single steps queue the last ``k`` inputs until ``reset()``, with
     gradients through them. ``streaming=True`` makes consecutive multi-step calls chunks of one
     sequence.
+
+    ``backend='gemm'`` and ``'conv'``, the formulations of SpikingJelly 0.0.0.0.14's SlidingPSN
+    (scripts written for it pass them), both mean the torch backend, which computes the ``gemm``
+    formulation.
     """
+
+    backend_aliases = {"gemm": "torch", "conv": "torch"}
 
     def __init__(
         self,
