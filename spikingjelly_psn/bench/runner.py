@@ -177,15 +177,19 @@ def _no_prepare(i: int) -> None:
     return None
 
 
+def copy_size(moved: int) -> int:
+    """Bytes a copy ceiling reads (and writes) for a case that moves ``moved`` bytes."""
+    return max(1, min(moved // 2, COPY_CAP_BYTES))
+
+
 class Ceiling:
-    """Copies of ``bytes_moved / 2`` bytes (read once, written once), as contenders in the rounds.
+    """Copies of ``size`` bytes (read once, written once), as contenders in the rounds.
 
     ``allocating`` clones the source, paying for a fresh output as a neuron does;
     ``preallocated`` writes into one buffer kept for the whole group.
     """
 
-    def __init__(self, moved: int, cache_bytes: int, device: torch.device) -> None:
-        size = max(1, min(moved // 2, COPY_CAP_BYTES))
+    def __init__(self, size: int, cache_bytes: int, device: torch.device) -> None:
         count = rotation_count(size, cache_bytes)
         _check_fits((count + 2) * size, device, "the copy ceiling's buffers")
         srcs = _random_buffers(size, count, torch.uint8, device)
@@ -385,12 +389,12 @@ def _run_group(
             row.update(_failure(spec_of(neuron, backend), exc))
             if row["status"] == "oom":
                 torch.cuda.empty_cache()
-    ceilings: dict[int, Ceiling] = {}
+    ceilings: dict[int, Ceiling] = {}  # by the bytes a copy moves: capped sizes share one
     for key in contenders:
-        moved = int(rows[key]["bytes_moved"])
-        if moved not in ceilings:
+        size = copy_size(int(rows[key]["bytes_moved"]))
+        if size not in ceilings:
             try:
-                ceilings[moved] = Ceiling(moved, cache_bytes, cfg.device)
+                ceilings[size] = Ceiling(size, cache_bytes, cfg.device)
             except Exception as exc:  # no ceiling: the rows keep their times, no bw_fraction
                 if not _is_out_of_memory(exc):
                     raise
@@ -403,7 +407,7 @@ def _run_group(
         if contender.error is not None:
             row.update(_failure(spec_of(*key), contender.error))
             continue
-        ceiling = ceilings.get(int(row["bytes_moved"]))
+        ceiling = ceilings.get(copy_size(int(row["bytes_moved"])))
         if ceiling is not None and any(c.error for c in ceiling.contenders()):
             ceiling = None
         row.update(_timing_columns(row, contender, ceiling))
