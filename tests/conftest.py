@@ -23,3 +23,19 @@ def _states_equal(a: Mapping, b: Mapping) -> list[str]:
 def state_differences() -> Callable[[Mapping, Mapping], list[str]]:
     """``state_differences(a, b)``: the keys of two state_dicts that differ (empty when equal)."""
     return _states_equal
+
+
+@pytest.fixture
+def cupy_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cupy backend's library check passes, whether or not CuPy is installed here."""
+    import spikingjelly_psn.ops.cupy as cupy_backend
+
+    monkeypatch.setattr(cupy_backend, "missing_library", lambda: None)
+
+
+@pytest.fixture
+def cupy_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cupy backend's library check fails as it does without CuPy, with its install hint."""
+    import spikingjelly_psn.ops.cupy as cupy_backend
+
+    monkeypatch.setattr(cupy_backend, "missing_library", lambda: cupy_backend.CUPY_MISSING)

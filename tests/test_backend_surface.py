@@ -11,7 +11,6 @@ from spikingjelly.activation_based import neuron as sj_neuron
 
 import spikingjelly_psn
 from spikingjelly_psn import MFPSN, PSN, MaskedPSN, SlidingPSN, set_backend
-from spikingjelly_psn import backend as backend_module
 
 ALL = [
     lambda: PSN(4),
@@ -48,21 +47,18 @@ def test_single_step_supports_torch_only_and_says_how_to_get_cupy():
         neuron.backend = "cupy"
 
 
-def test_missing_cupy_raises_import_error_with_install_hint(monkeypatch):
-    monkeypatch.setattr(backend_module, "cupy_installed", lambda: False)
+def test_missing_cupy_raises_import_error_with_install_hint(cupy_missing):
     with pytest.raises(ImportError, match=r"pip install \"spikingjelly-psn\[cupy13\]\""):
         SlidingPSN(2, step_mode="m", backend="cupy")
 
 
-def test_cupy_backend_on_cpu_tensors_says_so(monkeypatch):
-    monkeypatch.setattr(backend_module, "cupy_installed", lambda: True)
+def test_cupy_backend_on_cpu_tensors_says_so(cupy_installed):
     neuron = PSN(3, backend="cupy")
     with pytest.raises(RuntimeError, match=r"backend=.cupy. runs on CUDA tensors.*\.cuda\(\)"):
         neuron(torch.randn(3, 2))
 
 
-def test_set_backend_sets_supported_and_warns_for_the_rest(monkeypatch, caplog):
-    monkeypatch.setattr(backend_module, "cupy_installed", lambda: True)
+def test_set_backend_sets_supported_and_warns_for_the_rest(cupy_installed, caplog):
     sliding = SlidingPSN(2, step_mode="s")
     net = torch.nn.Sequential(
         PSN(4), MaskedPSN(2, 4, step_mode="m"), sliding, torch.nn.Linear(2, 2)

@@ -19,8 +19,8 @@ from spikingjelly.activation_based import surrogate
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import spikingjelly_psn.ops.cupy as cupy_ops
-from spikingjelly_psn.ops import reference
-from spikingjelly_psn.ops.cupy import _host, _launch, _source, _surrogates
+from spikingjelly_psn.ops import reference, surrogates
+from spikingjelly_psn.ops.cupy import _host, _launch, _source
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="g++ is not installed")
 
@@ -126,7 +126,7 @@ def _surrogate_cases():
 
 
 def test_every_supported_surrogate_is_tested():
-    assert {type(s).__name__ for s in _surrogate_cases()} == set(_surrogates.SURROGATES)
+    assert {type(s).__name__ for s in _surrogate_cases()} == set(surrogates.SURROGATES)
 
 
 @pytest.mark.parametrize("sg_fn", _surrogate_cases(), ids=lambda s: repr(s))
@@ -134,7 +134,7 @@ def test_surrogate_derivative_matches_spikingjelly_autograd(emu, sg_fn):
     x = torch.cat([torch.linspace(-3, 3, 1201), torch.tensor([0.0, -0.0, 1.0, -1e-3, 1e-3])])
     x = x.clone().requires_grad_(True)
     sg_fn(x).sum().backward()
-    sg, params = _surrogates.encode(sg_fn)
+    sg, params = surrogates.encode(sg_fn, "cupy")
     got = emu.surrogate(sg, x.detach(), params)
     torch.testing.assert_close(got, x.grad, rtol=2e-5, atol=1e-6)
     if sg in _host.INLINE_SURROGATES:  # the register-window backward's inline copy
@@ -152,7 +152,7 @@ def test_surrogate_derivative_matches_spikingjelly_autograd(emu, sg_fn):
 )
 def test_unsupported_surrogates_raise_listing_the_supported_ones(bad):
     with pytest.raises(ValueError, match="ATan|spiking") as info:
-        _surrogates.encode(bad)
+        surrogates.encode(bad, "cupy")
     if type(bad) is surrogate.PoissonPass:
         assert "surrogate.Sigmoid" in str(info.value)
 
@@ -266,7 +266,7 @@ def test_conv_fire_backward_matches_reference(emu, case, dtype):
     )
     grad_s = torch.randn(x.shape, generator=_gen(7)).to(dtype)
     sg_fn = surrogate.Sigmoid(alpha=2.0) if k % 2 else surrogate.ATan()
-    sg, params = _surrogates.encode(sg_fn)
+    sg, params = surrogates.encode(sg_fn, "cupy")
     grad_x, partial, gwb = emu.conv_backward(grad_s, x, w, b, d, sg, params, hist)
     grad_w, grad_b = _host.split_weight_bias_grad(gwb, w, b)
     want_x, want_w, want_b = _reference_conv_grads(x, w, b, d, hist, grad_s, sg_fn)
@@ -291,7 +291,7 @@ def test_other_surrogates_take_the_generic_backward(emu):
     x, w, b, hist = _conv_inputs(T, B, C, S, k, d, torch.float32, False, True, False, seed=8)
     grad_s = torch.randn(x.shape, generator=_gen(9))
     for sg_fn in (surrogate.Erf(), surrogate.SquarewaveFourierSeries(), surrogate.S2NN()):
-        sg, params = _surrogates.encode(sg_fn)
+        sg, params = surrogates.encode(sg_fn, "cupy")
         assert _host.bwd_window(k, _source.MODE_FIRE, sg) == _source.GENERIC_K
         grad_x, _, gwb = emu.conv_backward(grad_s, x, w, b, d, sg, params, hist)
         want_x, want_w, _ = _reference_conv_grads(x, w, b, d, hist, grad_s, sg_fn)
@@ -342,7 +342,7 @@ def test_conv_kernels_with_real_block_shapes(emu, case, descending):
             gpu.conv_fire(x, wp, b, d, hist, pow2), emu.conv_fire(x, wp, b, d, hist, pow2)
         )
     grad_s = torch.randn(x.shape, generator=_gen(22))
-    sg, params = _surrogates.encode(surrogate.ATan())
+    sg, params = surrogates.encode(surrogate.ATan(), "cupy")
     one = emu.conv_backward(grad_s, x, w, b, d, sg, params, hist)
     for deterministic in (True, False):
         got = gpu.conv_backward(grad_s, x, w, b, d, sg, params, hist, deterministic=deterministic)
@@ -444,7 +444,7 @@ def test_dense_fire_matches_reference(emu, shape, dtype):
         grad_s = torch.randn(t_out, m, generator=g).to(dtype)
         xr, wr, br = (t.float().clone().requires_grad_(True) for t in (x, w, b))
         reference.dense_fire(xr, wr, br, sg_fn).backward(grad_s.float())
-        sg, params = _surrogates.encode(sg_fn)
+        sg, params = surrogates.encode(sg_fn, "cupy")
         grad_x, gh = emu.dense_backward(grad_s, x, w, b, sg, params)
         tol = (
             {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}

@@ -23,13 +23,12 @@ import torch
 from cupy_support.emulation import Emulator, build, compiler
 from spikingjelly.activation_based import functional, surrogate
 
-import spikingjelly_psn.backend as backend_checks
 import spikingjelly_psn.ops.cupy as cupy_ops
 from spikingjelly_psn.neuron.masked_psn import MaskedPSN
 from spikingjelly_psn.neuron.mfpsn import MFPSN
 from spikingjelly_psn.neuron.psn import PSN
 from spikingjelly_psn.neuron.sliding_psn import SlidingPSN
-from spikingjelly_psn.ops import reference
+from spikingjelly_psn.ops import reference, surrogates
 from spikingjelly_psn.ops.cupy import _ops, _source
 
 if compiler() is None:
@@ -171,10 +170,9 @@ def _check_without_device(x, *others):
 
 
 @pytest.fixture(autouse=True)
-def cpu_glue(kernel_log, monkeypatch):
+def cpu_glue(kernel_log, monkeypatch, cupy_installed):
     """Let the cupy backend accept CPU tensors, in this module's tests only."""
     monkeypatch.setattr(cupy_ops, "_check", _check_without_device)
-    monkeypatch.setattr(backend_checks, "cupy_installed", lambda: True)
     monkeypatch.setattr(cupy_ops, "_DETERMINISTIC", False)
     kernel_log.clear()
     return kernel_log
@@ -262,7 +260,7 @@ def test_causal_conv_fire_matches_reference(cpu_glue, case, dtype):
     _close(gb, rgb, rtol=1e-4, atol=1e-4)
     (fire,) = cpu_glue.of("fire")
     (bwd,) = cpu_glue.of("backward")
-    sg_id, params = cupy_ops._surrogates.encode(sg_fn)
+    sg_id, params = surrogates.encode(sg_fn, "cupy")
     assert fire["sg"] == bwd["sg"] == sg_id and bwd["params"] == params
     assert bwd["mode"] == _source.MODE_FIRE
 
@@ -450,7 +448,7 @@ def test_dense_fire_matches_reference(cpu_glue, shape, dtype, sg_fn):
     _close(gw, rgw.to(dtype), **tol)
     _close(gb, rgb.to(dtype), **tol)
     (info,) = cpu_glue.of("dense_backward")
-    assert (info["sg"], info["params"]) == cupy_ops._surrogates.encode(sg_fn)
+    assert (info["sg"], info["params"]) == surrogates.encode(sg_fn, "cupy")
 
 
 def test_dense_fire_sliced_weight_and_bias():
@@ -552,7 +550,7 @@ def test_dense_fire_under_cuda_autocast(cpu_glue, monkeypatch):
 def test_opcheck_schema_fake_and_autograd_registration():
     x, w, b, hist, grad_s = _conv_inputs(CONV_CASES["dilation-3-history"], torch.float32, 9)
     xl, wl, bl = _leaves(x, w, b)
-    sg, (p0, p1, p2) = cupy_ops._surrogates.encode(surrogate.ATan())
+    sg, (p0, p1, p2) = surrogates.encode(surrogate.ATan(), "cupy")
     mean = x.new_zeros(x.shape[2])
     xd, wd, bd, gd = _leaves(*_dense_inputs(4, 3, 7, torch.float32, 10))
     cases = [

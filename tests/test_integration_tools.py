@@ -19,8 +19,7 @@ from torch import nn
 
 import spikingjelly_psn
 from spikingjelly_psn import MFPSN, PSN, MaskedPSN, SlidingPSN
-from spikingjelly_psn import backend as backend_module
-from spikingjelly_psn.backend import cupy_installed
+from spikingjelly_psn.ops import backends
 
 T = 6
 CLASSES = (PSN, MaskedPSN, SlidingPSN, MFPSN)
@@ -355,7 +354,7 @@ def test_set_backend(cls: type) -> None:
         neurons[0].backend = "no-such-backend"
     with pytest.raises(NotImplementedError, match="no-such-backend"):
         make_neuron(cls, backend="no-such-backend")
-    if not cupy_installed():
+    if backends.missing_library("cupy") is not None:
         with pytest.raises(ImportError, match="pip install"):
             spikingjelly_psn.set_backend(net, "cupy", instance=cls)
         return
@@ -365,8 +364,7 @@ def test_set_backend(cls: type) -> None:
         ready(net, make_input())
 
 
-def test_cupy_backend_without_cupy_raises_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backend_module, "cupy_installed", lambda: False)
+def test_cupy_backend_without_cupy_raises_import_error(cupy_missing: None) -> None:
     with pytest.raises(ImportError, match="pip install"):
         SlidingPSN(2, step_mode="m", backend="cupy")
     net = make_net(SlidingPSN)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from spikingjelly_psn.ops import backends
+
 PLUGIN_NEURONS: tuple[str, ...] = ("psn", "masked", "sliding", "mfpsn")
 BASELINES: tuple[str, ...] = ("sj-psn", "sj-masked", "sj-sliding", "lif", "control")
 #: SpikingJelly's PSN timed a second time: its time over ``sj-psn`` measures the noise of a ratio.
@@ -20,7 +22,7 @@ TWINS: dict[str, str] = {
     CONTROL: "sj-psn",
 }
 NEURONS: tuple[str, ...] = PLUGIN_NEURONS + BASELINES
-PLUGIN_BACKENDS: tuple[str, ...] = ("torch", "cupy")
+PLUGIN_BACKENDS: tuple[str, ...] = backends.names()
 BASELINE_BACKEND = "spikingjelly"
 MAX_SIDE = 32
 
@@ -84,19 +86,6 @@ def input_shape(neuron: str, T: int, n_prime: int, channels: int) -> tuple[int, 
     return (T, n_prime)
 
 
-def cupy_unavailable_reason(device: torch.device) -> str | None:
-    """Why the CuPy backend cannot run on ``device``, or ``None`` when it can."""
-    if device.type != "cuda":
-        return f"the cupy backend needs a CUDA device; this run is on {device}"
-    try:
-        import cupy
-    except ImportError as exc:
-        return f"CuPy is not importable ({exc}); install spikingjelly-psn[cupy]"
-    if not cupy.is_available():
-        return "cupy.is_available() is False: CuPy sees no usable CUDA device"
-    return None
-
-
 def lif_implementation(device: torch.device) -> str:
     """The implementation SpikingJelly binds to a multi-step LIFNode on ``device``."""
     from spikingjelly.activation_based import functional
@@ -157,10 +146,9 @@ def build(spec: CaseSpec, device: torch.device, dtype: torch.dtype) -> Case:
     if spec.neuron not in NEURONS:
         raise ValueError(f"unknown neuron {spec.neuron!r}; choose from {', '.join(NEURONS)}")
     if spec.neuron in PLUGIN_NEURONS:
-        if spec.backend == "cupy":
-            reason = cupy_unavailable_reason(device)
-            if reason is not None:
-                raise Unavailable(reason)
+        reason = backends.unavailable_reason(spec.backend, device)
+        if reason is not None:
+            raise Unavailable(reason)
         module, k, dilation = _plugin(spec)
         impl = spec.backend
     else:

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backends",
         type=_choices(PLUGIN_BACKENDS),
         default=list(PLUGIN_BACKENDS),
-        help="backends of the plugin neurons (default: torch,cupy); "
+        help=f"backends of the plugin neurons (default: {','.join(PLUGIN_BACKENDS)}); "
         "baselines always run on SpikingJelly's own",
     )
     p.add_argument(

@@ -62,7 +62,7 @@ class NeuronConfig:
     """The spiking neuron put in every neuron site of the model."""
 
     name: str = "MFPSN"
-    backend: Literal["torch", "cupy"] = "torch"
+    backend: str = "torch"  # one of spikingjelly_psn.ops.backends.names()
     k: int = 16
     dilations: Literal["sawtooth", "none"] | list[int] = "sawtooth"
     sawtooth_period: int = 3
@@ -409,11 +409,23 @@ def _check_names(cfg: Config) -> None:
         raise ConfigError(
             f"neuron.name: unknown neuron '{n.name}'{hint}; choose one of {', '.join(NEURONS)}"
         )
+    _check_backend(n.backend)
     if m.name not in PAPER_MODELS and m.name.split(".")[0] not in ZOO_MODULES:
         raise ConfigError(
             f"model.name: unknown model '{m.name}'; use a paper net ({', '.join(PAPER_MODELS)}) "
             f"or a SpikingJelly zoo builder written module.function, module one of "
             f"{', '.join(ZOO_MODULES)} (e.g. spiking_resnet.spiking_resnet18)"
+        )
+
+
+def _check_backend(backend: str) -> None:
+    from spikingjelly_psn.ops import backends  # imports torch: only when a config is checked
+
+    names = backends.names()
+    if backend not in names:
+        choices = " or ".join(repr(name) for name in names)
+        raise ConfigError(
+            f"neuron.backend must be {choices}, got {backend!r}; fix it with --set neuron.backend=..."
         )
 
 

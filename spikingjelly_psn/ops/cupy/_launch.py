@@ -16,11 +16,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from spikingjelly_psn.backend import CUPY_MISSING
-
 from . import _compile, _host, _source
 
 logger = logging.getLogger(__name__)
+
+CUPY_MISSING = (
+    'backend="cupy" needs CuPy, which is not installed: install it with '
+    '`pip install "spikingjelly-psn[cupy13]"` (CUDA 13) or '
+    '`pip install "spikingjelly-psn[cupy12]"` (CUDA 12), or use backend="torch".'
+)
 
 _kernels: dict[tuple[_source.Module, str, int], object] = {}
 
