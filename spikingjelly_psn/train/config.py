@@ -19,13 +19,15 @@ from typing import Any, Literal
 
 import yaml
 
-NEURONS = ("MFPSN", "PSN", "MaskedPSN", "SlidingPSN", "LIFNode", "ParametricLIFNode", "IFNode")
-PLUGIN_NEURONS = NEURONS[:4]
+from spikingjelly_psn import catalog
+
+#: SpikingJelly's neurons a run may use as baselines (the plugin ones are in the catalog).
+SPIKINGJELLY_NEURONS = ("LIFNode", "ParametricLIFNode", "IFNode")
+NEURONS = (*catalog.NAMES, *SPIKINGJELLY_NEURONS)
 PAPER_MODELS = ("seq_mlp", "seq_cifar_net", "cifar10_csnn", "cifar10dvs_vgg")
 ZOO_MODULES = ("spiking_resnet", "sew_resnet", "spiking_vgg", "parametric_lif_net", "spikformer")
 DATASETS = ("digits", "cifar10", "cifar100", "cifar10dvs", "dvs128gesture", "nmnist", "shd")
 NEUROMORPHIC = ("cifar10dvs", "dvs128gesture", "nmnist", "shd")
-ORDERED_NEURONS = ("MaskedPSN", "SlidingPSN", "MFPSN")  # the neurons that take neuron.k
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MAX_CONFIG_VALUES = 100_000  # after expanding YAML aliases
 
@@ -448,7 +450,8 @@ def _check_combinations(cfg: Config) -> None:
     if d.dataset in ("digits", "shd") and d.mode == "static":
         raise ConfigError(f"data.mode=static is for image data sets, not {d.dataset}")
     T = time_steps(d)
-    if n.name in ORDERED_NEURONS and n.k > T:
+    plugin = catalog.by_name(n.name)
+    if plugin is not None and plugin.takes_k and n.k > T:
         raise ConfigError(f"neuron.k={n.k} exceeds the {T} time-steps; set neuron.k<={T}")
     if n.name in ("LIFNode", "ParametricLIFNode") and not n.tau > 1:
         raise ConfigError(f"neuron.tau must be > 1 for {n.name}, got {n.tau}")

@@ -149,9 +149,12 @@ class Trainer:
         return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
 
     def _lambda_schedule(self):
-        if self.cfg.neuron.name != "MaskedPSN":
-            return None
         import spikingjelly_psn
+        from spikingjelly_psn import catalog
+
+        plugin = catalog.by_name(self.cfg.neuron.name)
+        if plugin is None or not plugin.lambda_schedule:
+            return None
 
         return spikingjelly_psn.LambdaSchedule(
             self.cfg.train.epochs, self.cfg.neuron.lambda_schedule
