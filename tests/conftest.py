@@ -1,4 +1,4 @@
-"""Fixtures shared by the test files."""
+"""Fixtures shared by the test files, and the skip of ``cuda`` tests where no GPU runs CuPy."""
 
 from __future__ import annotations
 
@@ -6,6 +6,23 @@ from collections.abc import Callable, Mapping
 
 import pytest
 import torch
+
+
+def _gpu_ready() -> bool:
+    """Whether the cupy backend can run here: CuPy importable and a usable CUDA GPU."""
+    from spikingjelly_psn.ops import backends
+
+    cuda = torch.device("cuda")
+    return torch.cuda.is_available() and backends.unavailable_reason("cupy", cuda) is None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests marked ``cuda`` unless a GPU runs CuPy (decided once, not per file)."""
+    cuda_items = [item for item in items if item.get_closest_marker("cuda")]
+    if cuda_items and not _gpu_ready():
+        skip = pytest.mark.skip(reason="needs CuPy with a CUDA GPU (cupy.is_available())")
+        for item in cuda_items:
+            item.add_marker(skip)
 
 
 def _states_equal(a: Mapping, b: Mapping) -> list[str]:
@@ -39,3 +56,42 @@ def cupy_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     import spikingjelly_psn.ops.cupy as cupy_backend
 
     monkeypatch.setattr(cupy_backend, "missing_library", lambda: cupy_backend.CUPY_MISSING)
+
+
+@pytest.fixture
+def seeded() -> None:
+    """Seed torch's global generator, so a test's random inputs are the same on every run."""
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def cupy_kernel_log():
+    """CPU kernels for the cupy backend's custom ops while one test module runs (see
+    tests/cupy_support/cpu_glue.py); removed afterwards, so other modules see ops without one."""
+    from cupy_support.cpu_glue import KernelLog, cpu_kernels
+    from cupy_support.emulation import Emulator, build
+
+    from spikingjelly_psn.ops.cupy import _ops
+
+    log = KernelLog()
+    library = torch.library.Library(_ops.NAMESPACE, "IMPL")
+    try:
+        for name, fn in cpu_kernels(Emulator(build(), launch="gpu"), log).items():
+            library.impl(name, fn, "CPU")
+        yield log
+    finally:
+        library._destroy()
+
+
+@pytest.fixture
+def cpu_glue(cupy_kernel_log, monkeypatch: pytest.MonkeyPatch, cupy_installed: None):
+    """The cupy backend accepting CPU tensors (its kernels emulated), for one test; the log of
+    the kernel calls it made."""
+    from cupy_support.cpu_glue import check_without_device
+
+    import spikingjelly_psn.ops.cupy as cupy_backend
+
+    monkeypatch.setattr(cupy_backend, "_check", check_without_device)
+    monkeypatch.setattr(cupy_backend, "_DETERMINISTIC", False)
+    cupy_kernel_log.clear()
+    return cupy_kernel_log

@@ -50,12 +50,6 @@ def test_recipe_dry_run(path, capsys):
     assert "dry run OK" in out and "parameters:" in out
 
 
-def test_embedded_default_matches_shipped_recipe():
-    assert (
-        default_config_path().read_text() == (CONFIGS[0].parent / "digits_mfpsn.yaml").read_text()
-    )
-
-
 def test_packaged_default_recipe_is_the_one_in_configs():
     """The default ships inside the package (configs/ is not installed); the two must not drift."""
     in_configs = Path(__file__).resolve().parents[1] / "configs" / "digits_mfpsn.yaml"

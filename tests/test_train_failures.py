@@ -7,6 +7,7 @@ import json
 import pathlib
 
 import pytest
+import tiny_run
 import torch
 
 from spikingjelly_psn.train import checkpoint as ckpt
@@ -16,17 +17,7 @@ from spikingjelly_psn.train.runfolder import claim
 from spikingjelly_psn.train.trainer import CrashForTest, nonfinite_tensors
 
 # 48 samples in batches of 16: 3 batches per epoch.
-TINY = [
-    "data.limit_train=48",
-    "data.limit_test=16",
-    "data.batch_size=16",
-    "model.channels=8",
-    "model.layers=2",
-    "neuron.k=2",
-    "train.progress=false",
-    "train.tensorboard=false",
-    "train.plot=false",
-]
+TINY = [*tiny_run.TINY, "neuron.k=2", *tiny_run.QUIET]
 
 
 def _run(out, *extra):

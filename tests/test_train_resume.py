@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import tiny_run
 import torch
 
 from spikingjelly_psn.train.cli import main
@@ -13,11 +14,7 @@ from spikingjelly_psn.train.config import load_config
 from spikingjelly_psn.train.trainer import CrashForTest
 
 TINY = [
-    "data.limit_train=48",
-    "data.limit_test=16",
-    "data.batch_size=16",
-    "model.channels=8",
-    "model.layers=2",
+    *tiny_run.TINY,
     "train.epochs=3",
     "train.progress=false",
     "optim.mixup_alpha=0.2",
