@@ -66,20 +66,25 @@ def seeded() -> None:
 
 @pytest.fixture(scope="module")
 def cupy_kernel_log():
-    """CPU kernels for the cupy backend's custom ops while one test module runs (see
-    tests/cupy_support/cpu_glue.py); removed afterwards, so other modules see ops without one."""
+    """CPU kernels for the cupy backend's custom ops, and the launcher's launches emulated, while
+    one test module runs (tests/cupy_support/cpu_glue.py); undone afterwards."""
     from cupy_support.cpu_glue import KernelLog, cpu_kernels
-    from cupy_support.emulation import Emulator, build
+    from cupy_support.emulation import Emulator, build, compiler
 
-    from spikingjelly_psn.ops.cupy import _ops
+    if compiler() is None:
+        pytest.skip("g++ is not installed (it compiles the kernels for the CPU)")
+
+    from spikingjelly_psn.ops.cupy import _launch, _ops
 
     log = KernelLog()
     library = torch.library.Library(_ops.NAMESPACE, "IMPL")
+    real_launch, _launch.launch = _launch.launch, Emulator(build()).launch
     try:
-        for name, fn in cpu_kernels(Emulator(build(), launch="gpu"), log).items():
+        for name, fn in cpu_kernels(log).items():
             library.impl(name, fn, "CPU")
         yield log
     finally:
+        _launch.launch = real_launch
         library._destroy()
 
 

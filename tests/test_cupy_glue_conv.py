@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 from cupy_support.cpu_glue import DTYPES
-from cupy_support.emulation import compiler
 from cupy_support.glue_inputs import (
     CONV_CASES,
     SURROGATES,
@@ -22,12 +21,7 @@ import spikingjelly_psn.ops.cupy as cupy_ops
 from spikingjelly_psn.ops import reference, surrogates
 from spikingjelly_psn.ops.cupy import _source
 
-pytestmark = [
-    pytest.mark.skipif(
-        compiler() is None, reason="g++ is not installed (it compiles the kernels for the CPU)"
-    ),
-    pytest.mark.usefixtures("cpu_glue"),
-]
+pytestmark = pytest.mark.usefixtures("cpu_glue")  # kernels emulated on the CPU (conftest.py)
 
 
 def _conv_run(fn, x, w, b, d, sg_fn, hist, pow2, grad_s):

@@ -8,7 +8,6 @@ import types
 import pytest
 import torch
 from cupy_support.cpu_glue import DTYPES
-from cupy_support.emulation import compiler
 from cupy_support.glue_inputs import (
     CONV_CASES,
     SURROGATES,
@@ -23,12 +22,7 @@ from spikingjelly.activation_based import surrogate
 import spikingjelly_psn.ops.cupy as cupy_ops
 from spikingjelly_psn.ops import reference, surrogates
 
-pytestmark = [
-    pytest.mark.skipif(
-        compiler() is None, reason="g++ is not installed (it compiles the kernels for the CPU)"
-    ),
-    pytest.mark.usefixtures("cpu_glue"),
-]
+pytestmark = pytest.mark.usefixtures("cpu_glue")  # kernels emulated on the CPU (conftest.py)
 
 
 def _dense_run(fn, x, w, b, sg_fn, grad_s):

@@ -7,7 +7,6 @@ import copy
 
 import pytest
 import torch
-from cupy_support.emulation import compiler
 from cupy_support.glue_inputs import (
     CONV_CASES,
     close,
@@ -26,12 +25,7 @@ from spikingjelly_psn.neuron.sliding_psn import SlidingPSN
 from spikingjelly_psn.ops import surrogates
 from spikingjelly_psn.ops.cupy import _ops, _source
 
-pytestmark = [
-    pytest.mark.skipif(
-        compiler() is None, reason="g++ is not installed (it compiles the kernels for the CPU)"
-    ),
-    pytest.mark.usefixtures("cpu_glue"),
-]
+pytestmark = pytest.mark.usefixtures("cpu_glue")  # kernels emulated on the CPU (conftest.py)
 
 
 def test_opcheck_schema_fake_and_autograd_registration():

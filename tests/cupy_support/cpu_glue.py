@@ -1,6 +1,8 @@
 """CPU kernels for the cupy backend's custom ops, so its Python glue runs end to end on the CPU.
 
-Each kernel runs the compiled kernel code through the emulator, after asserting what the CUDA
+Each kernel runs the launcher's own function (which kernel, which block shapes, its arguments
+from ``_args``), with the launches going to the emulator of the compiled kernel code
+(``Emulator.launch``), after asserting what the CUDA
 launcher takes for granted (contiguous tensors, the input dtype for raw pointers, fp32
 per-channel coefficients), so a wrapper that passes an argument the GPU would misread fails here.
 """
@@ -9,9 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from spikingjelly_psn.ops.cupy import _source
-
-from .emulation import Emulator
+from spikingjelly_psn.ops.cupy import _launch, _source
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -62,12 +62,15 @@ class KernelLog:
         self.calls.clear()
 
 
-def cpu_kernels(emu: Emulator, log: KernelLog) -> dict:
+def cpu_kernels(log: KernelLog) -> dict:
+    """The custom ops' CPU kernels: the launcher's own functions, after the checks above (the
+    launches go to the emulator: see ``Emulator.launch``)."""
+
     def conv_fire(x, weight, bias, history, dilation, power_of_two, sg, p0, p1, p2, det):
         _check_conv(x, weight, history, dilation)
         assert bias.dim() == 1 and bias.numel() in (1, x.shape[2]), bias.shape
         log.add("fire", dtype=x.dtype, sg=sg, params=(p0, p1, p2), deterministic=det)
-        return emu.conv_fire(x, weight, bias, dilation, history, power_of_two)
+        return _launch.conv_fire_forward(x, weight, bias, history, dilation, power_of_two)
 
     def conv_backward(grad_s, x, weight, c0, c1, c2, history, dilation, mode, sg, p0, p1, p2,
                       det):  # fmt: skip
@@ -78,38 +81,33 @@ def cpu_kernels(emu: Emulator, log: KernelLog) -> dict:
             assert grad_s is not None and grad_s.shape == x.shape
             assert grad_s.dtype == x.dtype and grad_s.is_contiguous()
             assert c0.numel() in (1, channels) and c1 is None and c2 is None
-            grad_x, _, gwb = emu.conv_backward(
-                grad_s, x, weight, c0, dilation, sg, (p0, p1, p2), history, det
-            )
         else:
             assert mode == _source.MODE_STATS and grad_s is None
             assert c0.numel() == channels
             _check_per_channel(c1, channels)
             _check_per_channel(c2, channels)
-            stats = (c0.float().contiguous(), c1, c2)  # c0 as the launcher converts it
-            grad_x, _, gwb = emu.conv_backward(
-                None, x, weight, None, dilation, 0, (0.0, 0.0, 0.0), history, det, stats=stats
-            )
-        return grad_x, gwb
+        return _launch.conv_backward(
+            grad_s, x, weight, c0, c1, c2, history, dilation, mode, sg, (p0, p1, p2), det
+        )
 
     def conv_stats(x, weight, history, dilation, det):
         _check_conv(x, weight, history, dilation)
         log.add("stats", dtype=x.dtype, deterministic=det)
-        return emu.conv_stats(x, weight, dilation, history)
+        return _launch.conv_stats(x, weight, history, dilation)
 
     def dense_fire(x, weight, bias, sg, p0, p1, p2):
         _check_input(x, 2)
         assert weight.dim() == 2 and weight.shape[1] == x.shape[0]
         assert bias.numel() == weight.shape[0]
         log.add("dense", dtype=x.dtype, weight_dtype=weight.dtype, sg=sg, params=(p0, p1, p2))
-        return emu.dense_fire(x, weight, bias)
+        return _launch.dense_fire_forward(x, weight, bias)
 
     def dense_backward(grad_s, x, weight, bias, sg, p0, p1, p2):
         _check_input(x, 2)
         assert grad_s.shape == (weight.shape[0], x.shape[1])
         assert grad_s.dtype == x.dtype and grad_s.is_contiguous()
         log.add("dense_backward", sg=sg, params=(p0, p1, p2))
-        return emu.dense_backward(grad_s, x, weight, bias, sg, (p0, p1, p2))
+        return _launch.dense_backward(grad_s, x, weight, bias, sg, (p0, p1, p2))
 
     return {
         "causal_conv_fire": conv_fire,

@@ -90,20 +90,12 @@ def _check(x: torch.Tensor, *others: torch.Tensor | None) -> None:
     _launch.require_gpu()
 
 
-def _conv_args(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    dilation: int,
-    history: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The checked causal-conv inputs (:func:`.checks.conv_inputs`), within the channel limit."""
-    x, history = checks.conv_inputs(x, weight, bias, dilation, history)
+def _check_channels(x: torch.Tensor) -> None:
+    """The kernels' grid holds at most ``_MAX_CHANNELS`` channels."""
     if x.shape[2] > _MAX_CHANNELS:
         raise ValueError(
             f'backend="{NAME}" supports at most {_MAX_CHANNELS} channels, got {x.shape[2]}'
         )
-    return x, history
 
 
 def causal_conv_fire(
@@ -122,7 +114,8 @@ def causal_conv_fire(
     """
     _check(x, weight, bias, history)
     sg, params = surrogates.encode(surrogate_function, NAME)
-    x, history = _conv_args(x, weight, bias, dilation, history)
+    x, history = checks.conv_inputs(x, weight, bias, dilation, history)
+    _check_channels(x)
     return _ops.causal_conv_fire(
         x, weight, bias.reshape(-1), history, int(dilation), bool(power_of_two), sg, *params,
         deterministic(),
@@ -137,7 +130,8 @@ def conv_channel_stats(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and biased variance (fp32) of the charge, differentiable in x and weight."""
     _check(x, weight, history)
-    x, history = _conv_args(x, weight, None, dilation, history)
+    x, history = checks.conv_inputs(x, weight, None, dilation, history)
+    _check_channels(x)
     return _ops.conv_channel_stats(x, weight, history, int(dilation), deterministic())
 
 
