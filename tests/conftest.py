@@ -100,3 +100,29 @@ def cpu_glue(cupy_kernel_log, monkeypatch: pytest.MonkeyPatch, cupy_installed: N
     monkeypatch.setattr(cupy_backend, "_DETERMINISTIC", False)
     cupy_kernel_log.clear()
     return cupy_kernel_log
+
+
+class Interrupted(RuntimeError):
+    """A run stopped from outside (a kill), raised by :func:`interrupt_training`."""
+
+
+@pytest.fixture
+def interrupt_training(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], type[Interrupted]]:
+    """``interrupt_training(n)``: training raises :class:`Interrupted` right after its n-th
+    batch, as a kill would stop it; returns the exception type to expect."""
+    from spikingjelly_psn.train.trainer import Trainer
+
+    def after(batches: int) -> type[Interrupted]:
+        step, done = Trainer._train_step, [0]
+
+        def counted(self, x, y):
+            result = step(self, x, y)
+            done[0] += 1
+            if done[0] >= batches:
+                raise Interrupted(f"stopped after {batches} batches")
+            return result
+
+        monkeypatch.setattr(Trainer, "_train_step", counted)
+        return Interrupted
+
+    return after

@@ -137,4 +137,3 @@ def test_help_lists_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("--config", "--set", "--dry-run", "--resume", "--out", "--device", "--seed"):
         assert option in text
-    assert "--crash-after-batches" not in text

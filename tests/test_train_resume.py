@@ -11,7 +11,6 @@ import torch
 
 from spikingjelly_psn.train.cli import main
 from spikingjelly_psn.train.config import load_config
-from spikingjelly_psn.train.trainer import CrashForTest
 
 TINY = [
     *tiny_run.TINY,
@@ -27,12 +26,15 @@ def _weights(run):
 
 
 @pytest.mark.parametrize("neuron", ["MFPSN", "MaskedPSN"])
-def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, neuron, state_differences):
+def test_killed_and_resumed_run_matches_uninterrupted(
+    tmp_path, neuron, state_differences, interrupt_training, monkeypatch
+):
     args = ["--set", *TINY, f"neuron.name={neuron}", "neuron.k=2", "--seed", "3"]
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
     # 3 batches per epoch: stop in the middle of the second epoch.
-    with pytest.raises(CrashForTest):
-        main([*args, "--out", str(tmp_path / "cut"), "--crash-after-batches", "5"])
+    with pytest.raises(interrupt_training(5)):
+        main([*args, "--out", str(tmp_path / "cut")])
+    monkeypatch.undo()
     assert _weights(tmp_path / "cut")["epoch"] == 0
     assert main(["--resume", str(tmp_path / "cut")]) == 0
 

@@ -26,10 +26,6 @@ from .models import build_model
 from .runlog import RunLog, plot_curves, summary_table
 
 
-class CrashForTest(RuntimeError):
-    """Raised by the hidden ``--crash-after-batches`` option (tests of resume)."""
-
-
 class Diverged(RuntimeError):
     """Training produced non-finite values; the run stops and keeps its last good checkpoint."""
 
@@ -55,11 +51,8 @@ class Trainer:
         device: torch.device,
         info: DistInfo,
         out: Path | None,
-        crash_after: int | None = None,
     ) -> None:
         self.cfg, self.device, self.info, self.out = cfg, device, info, out
-        self.crash_after = crash_after
-        self.batches_done = 0
         ckpt.seed_everything(cfg.seed)
         self.data: DataBundle = build_data(cfg)
         self.T = steps_of(self.data, cfg.data)
@@ -263,9 +256,6 @@ class Trainer:
             else:
                 streak = 0
                 loss_sum, correct, seen = loss_sum + step[0], correct + step[1], seen + len(y)
-            self.batches_done += 1
-            if self.crash_after is not None and self.batches_done >= self.crash_after:
-                raise CrashForTest(f"stopped after {self.batches_done} batches (test option)")
             if bar is not None:
                 rate = seen * self.info.world / (time.perf_counter() - t0)
                 bar.set_postfix(
