@@ -7,9 +7,9 @@ from collections.abc import Callable
 from torch import nn
 
 from spikingjelly_psn import catalog
-from spikingjelly_psn.neuron.schedules import sawtooth_dilations
+from spikingjelly_psn.neuron.schedules import LambdaSchedule, sawtooth_dilations
 
-from .config import ConfigError, NeuronConfig
+from .config import Config, ConfigError, NeuronConfig
 
 
 class NeuronMaker:
@@ -73,3 +73,11 @@ def _spikingjelly_class_and_kwargs(cfg: NeuronConfig) -> tuple[Callable[..., nn.
     elif name == "ParametricLIFNode":
         kwargs["init_tau"] = cfg.tau
     return cls, kwargs
+
+
+def lambda_schedule(cfg: Config) -> LambdaSchedule | None:
+    """The λ schedule of the run's neuron over ``train.epochs``, or None when it has none."""
+    plugin = catalog.by_name(cfg.neuron.name)
+    if plugin is None or not plugin.lambda_schedule:
+        return None
+    return LambdaSchedule(cfg.train.epochs, cfg.neuron.lambda_schedule)

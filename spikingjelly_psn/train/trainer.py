@@ -13,16 +13,17 @@ import torch
 import yaml
 from spikingjelly.activation_based import functional
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 
 from ..devices import device_name
 from . import checkpoint as ckpt
 from .config import Config
 from .data import DataBundle, build_data, steps_of, to_time_major
-from .dist import DistInfo, ShardSampler, all_sum
+from .dist import DistInfo, all_sum
+from .loaders import build_loaders
 from .loss import loss_fn, mix_batch, readout
-from .machine import clamp_workers, local_world_size
 from .models import build_model
+from .neurons import lambda_schedule
+from .optim import build_optimizer, build_scheduler
 from .runlog import RunLog, plot_curves, summary_table
 
 
@@ -58,15 +59,17 @@ class Trainer:
         self.T = steps_of(self.data, cfg.data)
         self.model = build_model(cfg, self.data, self.T).to(device)
         self._materialize()
-        self.train_loader, self.test_loader = self._loaders()
-        self.optimizer = self._optimizer()
-        self.scheduler = self._scheduler()
+        self.train_sampler, self.train_loader, self.test_loader = build_loaders(
+            cfg, self.data, info, device
+        )
+        self.optimizer = build_optimizer(cfg.optim, self.model)
+        self.scheduler = build_scheduler(cfg.optim, cfg.train.epochs, self.optimizer)
         amp = cfg.train.amp if device.type == "cuda" else "off"
         if amp != cfg.train.amp and info.is_main:
             print(f"note: train.amp={cfg.train.amp} applies on CUDA only; running fp32 on {device}")
         self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
-        self.lambda_schedule = self._lambda_schedule()
+        self.lambda_schedule = lambda_schedule(cfg)
         self.forward_model = self._wrap()
         self.start_epoch, self.best_acc, self.best_epoch = 0, -1.0, -1
         self.history: list[dict[str, Any]] = []
@@ -80,78 +83,6 @@ class Trainer:
         import spikingjelly_psn
 
         spikingjelly_psn.materialize(self.model, self._example())
-
-    def _workers(self) -> int:
-        """``data.num_workers``, lowered to the CPUs there are (more only queue for them)."""
-        asked = self.cfg.data.num_workers
-        workers = clamp_workers(asked)
-        if workers < asked and self.info.is_main:
-            local = local_world_size()
-            shared = f", shared by its {local} processes" if local > 1 else ""
-            print(f"note: data.num_workers={asked} lowered to {workers}, the CPUs here{shared}")
-        return workers
-
-    def _loaders(self) -> tuple[DataLoader, DataLoader]:
-        d, info = self.cfg.data, self.info
-        workers = self._workers()
-        self.train_sampler = DistributedSampler(
-            self.data.train,
-            num_replicas=info.world,
-            rank=info.rank,
-            shuffle=True,
-            seed=self.cfg.seed,
-        )
-        pin = self.device.type == "cuda"
-        train = DataLoader(
-            self.data.train,
-            batch_size=d.batch_size,
-            sampler=self.train_sampler,
-            num_workers=workers,
-            pin_memory=pin,
-            drop_last=len(self.data.train) // info.world > d.batch_size,
-        )
-        test = DataLoader(
-            self.data.test,
-            batch_size=d.test_batch_size or d.batch_size,
-            sampler=ShardSampler(len(self.data.test), info),
-            num_workers=workers,
-            pin_memory=pin,
-        )
-        return train, test
-
-    def _optimizer(self) -> torch.optim.Optimizer:
-        o = self.cfg.optim
-        params = self.model.parameters()
-        if o.name == "sgd":
-            return torch.optim.SGD(params, o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
-        return cls(params, o.lr, weight_decay=o.weight_decay)
-
-    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
-        o, epochs = self.cfg.optim, self.cfg.train.epochs
-        warm = min(o.warmup_epochs, epochs - 1)
-
-        def factor(epoch: int) -> float:
-            if epoch < warm:
-                return (epoch + 1) / (warm + 1)
-            if o.scheduler == "none":
-                return 1.0
-            span = max(epochs - warm, 1)
-            return 0.5 * (1 + math.cos(math.pi * (epoch - warm) / span))
-
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
-
-    def _lambda_schedule(self):
-        import spikingjelly_psn
-        from spikingjelly_psn import catalog
-
-        plugin = catalog.by_name(self.cfg.neuron.name)
-        if plugin is None or not plugin.lambda_schedule:
-            return None
-
-        return spikingjelly_psn.LambdaSchedule(
-            self.cfg.train.epochs, self.cfg.neuron.lambda_schedule
-        )
 
     def _wrap(self) -> nn.Module:
         net: nn.Module = self.model
