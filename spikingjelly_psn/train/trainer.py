@@ -24,7 +24,7 @@ from .loss import loss_fn, mix_batch, readout
 from .models import build_model
 from .neurons import lambda_schedule
 from .optim import build_optimizer, build_scheduler
-from .runlog import RunLog, plot_curves, summary_table
+from .runlog import RunLog, epoch_line, plot_curves, summary_table
 
 
 class Diverged(RuntimeError):
@@ -291,16 +291,7 @@ class Trainer:
             if improved:
                 ckpt.save_atomic(state, self.out / "best.pt")
             log.log(row)
-            print(self._epoch_line(row), flush=True)
-
-    def _epoch_line(self, row: dict[str, Any]) -> str:
-        lam = f"  lambda {row['lambda']:.3f}" if "lambda" in row else ""
-        return (
-            f"epoch {row['epoch']:>3}/{self.cfg.train.epochs}  "
-            f"train loss {row['train_loss']:.4f} acc {row['train_acc']:6.2f}%  "
-            f"test loss {row['test_loss']:.4f} acc {row['test_acc']:6.2f}%  "
-            f"{row['samples_per_s']:.0f} samples/s  {row['epoch_time_s']:.1f}s{lam}"
-        )
+            print(epoch_line(row, self.cfg.train.epochs), flush=True)
 
     def precision(self) -> str:
         """``fp32``, or the autocast dtype of an AMP run."""
