@@ -30,6 +30,7 @@ DATASETS = ("digits", "cifar10", "cifar100", "cifar10dvs", "dvs128gesture", "nmn
 NEUROMORPHIC = ("cifar10dvs", "dvs128gesture", "nmnist", "shd")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MAX_CONFIG_VALUES = 100_000  # after expanding YAML aliases
+MAX_BASE_DEPTH = 8  # recipes inheriting from each other through ``base``
 
 
 class ConfigError(ValueError):
@@ -254,8 +255,12 @@ def parse_override(text: str) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read one YAML mapping; a missing or malformed file is a :class:`ConfigError`."""
-    path = Path(path)
+    """Read one YAML mapping, with its ``base`` recipe merged under it; a missing or malformed
+    file is a :class:`ConfigError`."""
+    return _read_recipe(Path(path), ())
+
+
+def _read_recipe(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist; pass an existing --config FILE")
     try:
@@ -265,7 +270,34 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     raw = _safe_load(text, f"config file '{path}'") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys at top level")
-    return _fix_yaml_floats(raw)
+    raw = _fix_yaml_floats(raw)
+    if "base" not in raw:
+        return raw
+    base = _base_path(path, raw.pop("base"), chain)
+    return _deep_merge(_read_recipe(base, (*chain, path.resolve())), raw)
+
+
+def _base_path(path: Path, base: Any, chain: tuple[Path, ...]) -> Path:
+    """The recipe ``base: FILE`` of ``path`` names (relative to ``path``'s folder), checked."""
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(
+            f"config file '{path}': base must be the path of another recipe (relative to this "
+            f"file's folder), got {base!r}"
+        )
+    target = (path.parent / base).resolve()
+    if not target.is_file():
+        raise ConfigError(f"config file '{path}': its base '{base}' ({target}) does not exist")
+    if target == path.resolve() or target in chain:
+        raise ConfigError(
+            f"config file '{path}': base '{base}' leads back to a recipe that inherits from it; "
+            f"a chain of bases must end in a recipe without one"
+        )
+    if len(chain) + 1 >= MAX_BASE_DEPTH:
+        raise ConfigError(
+            f"config file '{path}': more than {MAX_BASE_DEPTH} recipes inherit from each other; "
+            f"flatten the chain of bases"
+        )
+    return target
 
 
 def _safe_load(text: str, where: str) -> Any:
