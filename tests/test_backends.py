@@ -45,8 +45,10 @@ def test_an_unknown_backend_or_op_is_not_implemented():
 
 def test_the_neurons_the_config_and_the_bench_read_the_seam():
     assert MFPSN(2, step_mode="m").supported_backends == backends.names() == PLUGIN_BACKENDS
-    assert load_config(overrides=["neuron.backend=cupy"]).neuron.backend == "cupy"
-    with pytest.raises(ConfigError, match="neuron.backend must be 'torch' or 'cupy', got 'cuda'"):
+    for name in backends.names():
+        assert load_config(overrides=[f"neuron.backend={name}"]).neuron.backend == name
+    choices = " or ".join(repr(name) for name in backends.names())
+    with pytest.raises(ConfigError, match=f"neuron.backend must be {choices}, got 'cuda'"):
         load_config(overrides=["neuron.backend=cuda"])
 
 
