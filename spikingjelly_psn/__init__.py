@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import importlib
 
+from spikingjelly_psn import catalog
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "PSN": "spikingjelly_psn.neuron",
-    "MaskedPSN": "spikingjelly_psn.neuron",
-    "SlidingPSN": "spikingjelly_psn.neuron",
-    "MFPSN": "spikingjelly_psn.neuron",
+    **dict.fromkeys(catalog.NAMES, "spikingjelly_psn.neuron"),
     "LambdaSchedule": "spikingjelly_psn.neuron",
     "sawtooth_dilations": "spikingjelly_psn.neuron",
     "set_streaming": "spikingjelly_psn.neuron",

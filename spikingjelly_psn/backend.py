@@ -1,40 +1,26 @@
-"""The ``backend`` surface SpikingJelly 2.0 removed: validation, library checks and ``set_backend``."""
+"""The ``backend`` surface SpikingJelly 2.0 removed: validation and ``set_backend``.
+
+Which backends exist, and whether their libraries are installed, is asked of
+:mod:`spikingjelly_psn.ops.backends`.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 
 from torch import nn
 
-from spikingjelly_psn.ops import BACKENDS
+from spikingjelly_psn.ops import backends
 
 _log = logging.getLogger(__name__)
-
-CUPY_MISSING = (
-    'backend="cupy" needs CuPy, which is not installed: install it with '
-    '`pip install "spikingjelly-psn[cupy13]"` (CUDA 13) or '
-    '`pip install "spikingjelly-psn[cupy12]"` (CUDA 12), or use backend="torch".'
-)
-
-
-def cupy_installed() -> bool:
-    """Whether CuPy can be imported (without importing it)."""
-    return importlib.util.find_spec("cupy") is not None
-
-
-def check_backend_library(backend: str) -> None:
-    """Raise ``ImportError`` with an install hint when the library behind ``backend`` is missing."""
-    if backend == "cupy" and not cupy_installed():
-        raise ImportError(CUPY_MISSING)
 
 
 def validate_backend(module: nn.Module, backend: str) -> None:
     """Reject a backend the module cannot run in its current step mode, then check its library."""
     name = type(module).__name__
-    if backend not in BACKENDS:
+    if backend not in backends.names():
         raise NotImplementedError(
-            f"{name}: backend={backend!r} is unknown; choose one of {BACKENDS}."
+            f"{name}: backend={backend!r} is unknown; choose one of {backends.names()}."
         )
     supported = module.supported_backends
     if backend not in supported:
@@ -43,7 +29,9 @@ def validate_backend(module: nn.Module, backend: str) -> None:
             f"(it runs on {supported}); backend={backend!r} runs whole sequences: construct the "
             f"neuron with step_mode='m' or call functional.set_step_mode(net, 'm') first."
         )
-    check_backend_library(backend)
+    missing = backends.missing_library(backend)
+    if missing is not None:
+        raise ImportError(missing)
 
 
 def set_backend(
@@ -54,8 +42,7 @@ def set_backend(
     As in SpikingJelly 0.0.0.0.14, a module that does not support the backend keeps its own and
     a warning is logged; a backend name no module could support is an error (a typo).
     """
-    if backend not in BACKENDS:
-        raise NotImplementedError(f"backend={backend!r} is unknown; choose one of {BACKENDS}.")
+    backends.get(backend)  # an unknown name raises
     for module in net.modules():
         if instance is not None and not isinstance(module, instance):
             continue

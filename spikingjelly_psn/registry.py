@@ -14,10 +14,10 @@ def register(replace_builtins: bool = False) -> list[str]:
     """
     from spikingjelly.activation_based import neuron as sj_neuron
 
-    from spikingjelly_psn.neuron import NEURONS
+    from spikingjelly_psn import catalog
 
     names = []
-    for cls in NEURONS:
+    for cls in (neuron.cls() for neuron in catalog.NEURONS):
         current = getattr(sj_neuron, cls.__name__, _MISSING)
         if current is cls or (current is not _MISSING and not replace_builtins):
             continue

@@ -3,15 +3,17 @@
 import logging
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
+from nets import CLASSES, make_input, make_net, make_neuron, ready
 from spikingjelly.activation_based import functional
 from spikingjelly.activation_based import neuron as sj_neuron
 
 import spikingjelly_psn
 from spikingjelly_psn import MFPSN, PSN, MaskedPSN, SlidingPSN, set_backend
-from spikingjelly_psn import backend as backend_module
+from spikingjelly_psn.ops import backends
 
 ALL = [
     lambda: PSN(4),
@@ -25,7 +27,7 @@ ALL = [
 def test_backend_property_and_supported_backends(make):
     neuron = make()
     assert neuron.backend == "torch"
-    assert neuron.supported_backends == ("torch", "cupy")
+    assert neuron.supported_backends == backends.names()
     assert "backend=torch" in repr(neuron) and "step_mode=m" in repr(neuron)
     with pytest.raises(NotImplementedError, match="backend='triton' is unknown; choose one of"):
         neuron.backend = "triton"
@@ -48,21 +50,22 @@ def test_single_step_supports_torch_only_and_says_how_to_get_cupy():
         neuron.backend = "cupy"
 
 
-def test_missing_cupy_raises_import_error_with_install_hint(monkeypatch):
-    monkeypatch.setattr(backend_module, "cupy_installed", lambda: False)
+def test_missing_cupy_raises_import_error_with_install_hint(cupy_missing):
     with pytest.raises(ImportError, match=r"pip install \"spikingjelly-psn\[cupy13\]\""):
         SlidingPSN(2, step_mode="m", backend="cupy")
+    net = torch.nn.Sequential(SlidingPSN(2, step_mode="m"), MFPSN(2, step_mode="m"))
+    with pytest.raises(ImportError, match="pip install"):
+        set_backend(net, "cupy")
+    assert [m.backend for m in net] == ["torch", "torch"]
 
 
-def test_cupy_backend_on_cpu_tensors_says_so(monkeypatch):
-    monkeypatch.setattr(backend_module, "cupy_installed", lambda: True)
+def test_cupy_backend_on_cpu_tensors_says_so(cupy_installed):
     neuron = PSN(3, backend="cupy")
     with pytest.raises(RuntimeError, match=r"backend=.cupy. runs on CUDA tensors.*\.cuda\(\)"):
         neuron(torch.randn(3, 2))
 
 
-def test_set_backend_sets_supported_and_warns_for_the_rest(monkeypatch, caplog):
-    monkeypatch.setattr(backend_module, "cupy_installed", lambda: True)
+def test_set_backend_sets_supported_and_warns_for_the_rest(cupy_installed, caplog):
     sliding = SlidingPSN(2, step_mode="s")
     net = torch.nn.Sequential(
         PSN(4), MaskedPSN(2, 4, step_mode="m"), sliding, torch.nn.Linear(2, 2)
@@ -87,25 +90,47 @@ def test_set_step_mode_reaches_the_neurons():
         functional.set_step_mode(torch.nn.Sequential(PSN(4)), "s")
 
 
-def test_register_and_unregister():
-    original = sj_neuron.PSN
-    try:
-        added = spikingjelly_psn.register()
-        assert added == ["MFPSN"] and sj_neuron.MFPSN is MFPSN and sj_neuron.PSN is original
-        replaced = spikingjelly_psn.register(replace_builtins=True)
-        assert replaced == ["PSN", "MaskedPSN", "SlidingPSN"] and sj_neuron.PSN is PSN
-    finally:
-        spikingjelly_psn.unregister()
-    assert sj_neuron.PSN is original and not hasattr(sj_neuron, "MFPSN")
-
-
-def test_import_is_cheap_and_never_touches_cupy_or_cuda():
-    code = (
-        "import sys, time; t = time.perf_counter(); import spikingjelly_psn; "
-        "dt = time.perf_counter() - t; assert 'torch' not in sys.modules, 'torch imported'; "
-        "from spikingjelly_psn import MFPSN, PSN; import torch; PSN(4)(torch.randn(4, 2)); MFPSN(2); "
-        "assert 'cupy' not in sys.modules, 'cupy imported'; "
-        "assert not torch.cuda.is_initialized(), 'CUDA initialised'; print(dt)"
+def test_import_is_light_and_never_touches_cupy_or_cuda():
+    """The package import loads no torch; building and running every neuron, and importing the
+    cupy backend, load no CuPy and initialise no CUDA."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import spikingjelly_psn
+        assert "torch" not in sys.modules, "torch imported by the package import"
+        import torch
+        import spikingjelly_psn.ops.cupy
+        x = torch.randn(4, 2, 3, 5)
+        for n in (spikingjelly_psn.PSN(4), spikingjelly_psn.MaskedPSN(2, 4, step_mode="m"),
+                  spikingjelly_psn.SlidingPSN(2, step_mode="m"),
+                  spikingjelly_psn.MFPSN(2, step_mode="m")):
+            n(x)
+        assert "cupy" not in sys.modules, "cupy imported"
+        assert not torch.cuda.is_initialized(), "CUDA initialised"
+        """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert float(out.stdout) < 0.5
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_set_backend(cls: type) -> None:
+    net = make_net(cls)
+    neurons = [m for m in net.modules() if isinstance(m, cls)]
+    spikingjelly_psn.set_backend(net, "torch")
+    assert [m.backend for m in neurons] == ["torch", "torch"]
+    with pytest.raises(NotImplementedError, match="backend='no-such-backend' is unknown"):
+        spikingjelly_psn.set_backend(net, "no-such-backend")
+    assert [m.backend for m in neurons] == ["torch", "torch"]
+    with pytest.raises(NotImplementedError, match="no-such-backend"):
+        neurons[0].backend = "no-such-backend"
+    with pytest.raises(NotImplementedError, match="no-such-backend"):
+        make_neuron(cls, backend="no-such-backend")
+    if backends.missing_library("cupy") is not None:
+        with pytest.raises(ImportError, match="pip install"):
+            spikingjelly_psn.set_backend(net, "cupy", instance=cls)
+        return
+    spikingjelly_psn.set_backend(net, "cupy", instance=cls)
+    assert [m.backend for m in neurons] == ["cupy", "cupy"]
+    with pytest.raises(RuntimeError, match="cupy.*CUDA"):  # CPU tensors
+        ready(net, make_input())

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cupy_support.inputs import conv_inputs, generator
 from spikingjelly.activation_based import surrogate
 
 from spikingjelly_psn import ops
 from spikingjelly_psn.ops import reference
 
-
-def _gpu_ready() -> bool:
-    try:
-        import cupy
-    except ImportError:
-        return False
-    return bool(cupy.is_available()) and torch.cuda.is_available()
-
-
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not _gpu_ready(), reason="needs CuPy with a CUDA GPU (cupy.is_available())"),
-]
+pytestmark = pytest.mark.cuda  # skipped without a GPU (conftest.py)
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SURROGATES = [
@@ -38,15 +27,9 @@ def _tol(dtype: torch.dtype) -> dict[str, float]:
 
 
 def _conv_inputs(T, B, C, S, k, d, dtype, shared=False, history=False, pow2=False, seed=0):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    x = torch.randn(T, B, C, S, device="cuda", generator=g).to(dtype)
-    w = torch.randn(1 if shared else C, k, device="cuda", generator=g) * 0.7
-    if pow2:
-        w = torch.sign(w) * torch.exp2(torch.round(torch.log2(w.abs())))
-    b = torch.randn(1 if shared else C, device="cuda", generator=g) * 0.3
-    lag = (k - 1) * d
-    hist = torch.randn(lag, B, C, S, device="cuda", generator=g).to(dtype) if history else None
-    return x, w, b, hist
+    rows = 1 if shared else C
+    return conv_inputs(generator(seed, "cuda"), (T, B, C, S), k, d, dtype, weight_rows=rows,
+                       bias_rows=rows, history=history, pow2=pow2)  # fmt: skip
 
 
 def _conv_run(backend, x, w, b, d, sg, hist, pow2, grad_s):

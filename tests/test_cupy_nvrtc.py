@@ -11,7 +11,8 @@ import contextlib
 
 import pytest
 
-from spikingjelly_psn.ops.cupy import _compile, _launch, _source, _surrogates
+from spikingjelly_psn.ops import surrogates
+from spikingjelly_psn.ops.cupy import _compile, _launch, _source
 
 nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="CuPy is not installed")
 
@@ -68,10 +69,10 @@ def test_surrogate_ids_match_the_device_code():
         "FakeNumericalGradient": "FAKE_NUMERICAL_GRADIENT", "LogTailedReLU": "LOG_TAILED_RELU",
         "Rect": "RECT", "DeterministicPass": "DETERMINISTIC_PASS",
     }  # fmt: skip
-    assert set(macros) == set(_surrogates.SURROGATES)
-    for name, (sg, _, _) in _surrogates.SURROGATES.items():
+    assert set(macros) == set(surrogates.SURROGATES)
+    for name, (sg, _, _) in surrogates.SURROGATES.items():
         assert f"#define PSN_SG_{macros[name]} {sg}\n" in header, name
-    assert f"#define PSN_SG_COUNT {_surrogates.SURROGATE_COUNT}\n" in header
+    assert f"#define PSN_SG_COUNT {surrogates.SURROGATE_COUNT}\n" in header
 
 
 # ---------------------------------------------------------------- options: IEEE, no FTZ

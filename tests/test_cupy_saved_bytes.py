@@ -13,8 +13,8 @@ from spikingjelly.activation_based import surrogate
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import spikingjelly_psn.ops.cupy as cupy_ops
-from spikingjelly_psn.ops import reference
-from spikingjelly_psn.ops.cupy import _launch, _ops, _surrogates
+from spikingjelly_psn.ops import reference, surrogates
+from spikingjelly_psn.ops.cupy import _launch, _ops
 
 
 @pytest.fixture(autouse=True)
@@ -92,7 +92,7 @@ def test_reference_saves_more_than_the_cupy_backend():
 
 def test_backward_formulas_give_gradients_of_the_right_shapes():
     """The autograd formulas run end to end on meta tensors (the engine needs no GPU for them)."""
-    sg, params = _surrogates.encode(surrogate.ATan())
+    sg, params = surrogates.encode(surrogate.ATan(), "cupy")
 
     def meta(*shape, dtype=torch.float32):
         return torch.empty(*shape, device="meta", dtype=dtype, requires_grad=True)
@@ -109,3 +109,25 @@ def test_backward_formulas_give_gradients_of_the_right_shapes():
     x, w, b = meta(4, 9, dtype=torch.float16), meta(6, 4), meta(6, 1)
     _ops.dense_fire(x, w, b, sg, *params).float().sum().backward()
     assert x.grad.shape == x.shape and w.grad.shape == w.shape and b.grad.shape == b.shape
+
+
+def test_the_fakes_check_the_shapes_the_kernels_read():
+    """Under fake tensors (torch.compile's tracing) a wrong shape fails as the kernels would
+    misread it: the fakes check what the launcher takes for granted."""
+    sg, params = surrogates.encode(surrogate.ATan(), "cupy")
+    with FakeTensorMode():
+        x = torch.empty(4, 2, 3, 5, device="cuda")
+        w, b = torch.empty(3, 2, device="cuda"), torch.empty(3, device="cuda")
+        hist = torch.empty(2, 2, 3, 5, device="cuda")
+        assert _ops.causal_conv_fire(x, w, b, hist, 2, False, sg, *params, False).shape == x.shape
+        with pytest.raises(RuntimeError, match="weight must be"):
+            _ops.causal_conv_fire(x, w[:2], b, None, 1, False, sg, *params, False)
+        with pytest.raises(RuntimeError, match="history has shape"):
+            _ops.conv_channel_stats(x, w, hist, 1, False)
+        xd, wd = torch.empty(4, 7, device="cuda"), torch.empty(3, 4, device="cuda")
+        assert _ops.dense_fire(xd, wd, torch.empty(3, 1, device="cuda"), sg, *params).shape == (
+            3,
+            7,
+        )
+        with pytest.raises(RuntimeError, match="weight"):
+            _ops.dense_fire(xd, wd.T, torch.empty(4, 1, device="cuda"), sg, *params)

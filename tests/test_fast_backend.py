@@ -17,8 +17,7 @@ import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate
 
-from spikingjelly_psn import ops
-from spikingjelly_psn.ops import fast, reference
+from spikingjelly_psn.ops import backends, fast, reference
 from spikingjelly_psn.ops.fast import blocks
 from spikingjelly_psn.ops.fast.blocks import Blocking
 from spikingjelly_psn.ops.fast.firing import LeanATan, strategy
@@ -390,7 +389,7 @@ def test_a_training_step_allocates_its_results_and_little_else():
 
 
 def test_torch_backend_is_the_fast_module_and_the_reference_stays_reachable():
-    assert ops.backend_module("torch") is fast
+    assert backends.get("torch") is fast
     assert reference.causal_conv_charge is not None
 
 

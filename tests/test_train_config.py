@@ -137,4 +137,49 @@ def test_help_lists_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("--config", "--set", "--dry-run", "--resume", "--out", "--device", "--seed"):
         assert option in text
-    assert "--crash-after-batches" not in text
+
+
+def _recipe(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_a_recipe_states_only_what_differs_from_its_base(tmp_path):
+    _recipe(tmp_path / "bases" / "root.yaml", "seed: 7\noptim:\n  lr: 0.5\n  name: sgd\n")
+    _recipe(tmp_path / "bases" / "mid.yaml", "base: root.yaml\nneuron:\n  k: 4\n")
+    leaf = _recipe(tmp_path / "leaf.yaml", "base: bases/mid.yaml\noptim:\n  lr: 1e-2\n")
+    cfg = load_config(leaf, ["neuron.name=SlidingPSN"])
+    assert (cfg.seed, cfg.optim.name, cfg.optim.lr) == (7, "sgd", 1e-2)
+    assert (cfg.neuron.k, cfg.neuron.name) == (4, "SlidingPSN")
+    assert "base" not in cfg.to_dict()
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({"a.yaml": "base: 3\n"}, "base must be the path of another recipe"),
+        ({"a.yaml": "base: none.yaml\n"}, "its base 'none.yaml'"),
+        ({"a.yaml": "base: a.yaml\n"}, "leads back to a recipe that inherits from it"),
+        ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "leads back"),
+        (
+            {
+                "a.yaml": "base: r1.yaml\n",
+                **{f"r{i}.yaml": f"base: r{i + 1}.yaml\n" for i in range(1, 9)},
+                "r9.yaml": "seed: 1\n",
+            },  # fmt: skip
+            "more than 8 recipes inherit from each other",
+        ),
+        ({"a.yaml": "base: b.yaml\n", "b.yaml": "- a list\n"}, "must hold a mapping"),
+    ],
+)
+def test_a_malformed_base_is_refused_naming_the_file(tmp_path, files, message):
+    for name, text in files.items():
+        _recipe(tmp_path / name, text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_base_is_a_recipe_key_not_an_override():
+    with pytest.raises(ConfigError, match="unknown config key 'base'"):
+        load_config(None, ["base=other.yaml"])

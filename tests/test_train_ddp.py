@@ -43,5 +43,5 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert proc.stdout.count("test accuracy:") == 1
     state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
     # Each rank saw half of the 64 training samples per epoch, evaluation covered all 32.
-    assert state["epoch"] == 1 and 0.0 <= rows[-1]["test_acc"] <= 100.0
+    assert state["epoch"] == 1 and rows[-1]["test_acc"] % (100 / 32) == 0
     assert not list(out.glob("*.tmp"))

@@ -5,23 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import tiny_run
 import torch
 
 from spikingjelly_psn.train.cli import main
 
-TINY = [
-    "data.limit_train=48",
-    "data.limit_test=16",
-    "data.batch_size=16",
-    "model.channels=8",
-    "model.layers=2",
-    "neuron.k=2",
-    "train.epochs=2",
-    "train.progress=false",
-    "train.tensorboard=false",
-    "train.plot=false",
-    "optim.mixup_alpha=0.2",
-]
+TINY = [*tiny_run.TINY, "neuron.k=2", "train.epochs=2", *tiny_run.QUIET, "optim.mixup_alpha=0.2"]
 TIMING = ("samples_per_s", "epoch_time_s")
 
 

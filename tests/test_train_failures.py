@@ -7,26 +7,17 @@ import json
 import pathlib
 
 import pytest
+import tiny_run
 import torch
 
 from spikingjelly_psn.train import checkpoint as ckpt
 from spikingjelly_psn.train import trainer as trainer_module
 from spikingjelly_psn.train.cli import main
 from spikingjelly_psn.train.runfolder import claim
-from spikingjelly_psn.train.trainer import CrashForTest, nonfinite_tensors
+from spikingjelly_psn.train.trainer import nonfinite_tensors
 
 # 48 samples in batches of 16: 3 batches per epoch.
-TINY = [
-    "data.limit_train=48",
-    "data.limit_test=16",
-    "data.batch_size=16",
-    "model.channels=8",
-    "model.layers=2",
-    "neuron.k=2",
-    "train.progress=false",
-    "train.tensorboard=false",
-    "train.plot=false",
-]
+TINY = [*tiny_run.TINY, "neuron.k=2", *tiny_run.QUIET]
 
 
 def _run(out, *extra):
@@ -87,6 +78,10 @@ def test_nonfinite_weights_are_named():
     assert nonfinite_tensors(net) == ["running_var"]
 
 
+class Killed(RuntimeError):
+    """A kill at a chosen point of the run."""
+
+
 def test_best_pt_is_repaired_after_a_kill_between_the_last_and_best_writes(
     tmp_path, monkeypatch, capsys, state_differences
 ):
@@ -94,12 +89,12 @@ def test_best_pt_is_repaired_after_a_kill_between_the_last_and_best_writes(
 
     def killed_before_best(obj, path):
         if pathlib.Path(path).name == "best.pt":
-            raise CrashForTest("killed between the last.pt and best.pt writes")
+            raise Killed("killed between the last.pt and best.pt writes")
         real(obj, path)
 
     monkeypatch.setattr(ckpt, "save_atomic", killed_before_best)
     out = tmp_path / "run"
-    with pytest.raises(CrashForTest):
+    with pytest.raises(Killed):
         _run(out, "train.epochs=1")
     monkeypatch.undo()
     assert ckpt.load(out / "last.pt")["best_epoch"] == 1 and not (out / "best.pt").exists()

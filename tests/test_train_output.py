@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+import tiny_run
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -17,16 +18,7 @@ from spikingjelly_psn.train.dist import DistInfo
 from spikingjelly_psn.train.runlog import accuracy_limits
 from spikingjelly_psn.train.trainer import Trainer
 
-TINY = [
-    "data.limit_train=48",
-    "data.limit_test=16",
-    "data.batch_size=16",
-    "model.channels=8",
-    "model.layers=2",
-    "neuron.k=2",
-    "train.epochs=1",
-    "train.plot=false",
-]
+TINY = [*tiny_run.TINY, "neuron.k=2", "train.epochs=1", "train.plot=false"]
 
 
 class _Terminal(io.StringIO):

@@ -6,18 +6,14 @@ import json
 import math
 
 import pytest
+import tiny_run
 import torch
 
 from spikingjelly_psn.train.cli import main
 from spikingjelly_psn.train.config import load_config
-from spikingjelly_psn.train.trainer import CrashForTest
 
 TINY = [
-    "data.limit_train=48",
-    "data.limit_test=16",
-    "data.batch_size=16",
-    "model.channels=8",
-    "model.layers=2",
+    *tiny_run.TINY,
     "train.epochs=3",
     "train.progress=false",
     "optim.mixup_alpha=0.2",
@@ -30,12 +26,15 @@ def _weights(run):
 
 
 @pytest.mark.parametrize("neuron", ["MFPSN", "MaskedPSN"])
-def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, neuron, state_differences):
+def test_killed_and_resumed_run_matches_uninterrupted(
+    tmp_path, neuron, state_differences, interrupt_training, monkeypatch
+):
     args = ["--set", *TINY, f"neuron.name={neuron}", "neuron.k=2", "--seed", "3"]
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
     # 3 batches per epoch: stop in the middle of the second epoch.
-    with pytest.raises(CrashForTest):
-        main([*args, "--out", str(tmp_path / "cut"), "--crash-after-batches", "5"])
+    with pytest.raises(interrupt_training(5)):
+        main([*args, "--out", str(tmp_path / "cut")])
+    monkeypatch.undo()
     assert _weights(tmp_path / "cut")["epoch"] == 0
     assert main(["--resume", str(tmp_path / "cut")]) == 0
 

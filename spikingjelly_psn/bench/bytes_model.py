@@ -8,6 +8,8 @@ saved tensor, write grad_x), so every neuron is measured against the same yardst
 
 from __future__ import annotations
 
+from spikingjelly_psn import catalog
+
 FORWARD_PASSES = 2
 BACKWARD_PASSES = 3
 BN_STATS_FORWARD_PASSES = 1
@@ -17,12 +19,13 @@ BN_STATS_BACKWARD_PASSES = 2
 def passes(neuron: str, mode: str, mfpsn_threshold: str = "bn") -> int:
     """Passes over ``[T, N']`` of one call: a forward (inference) or a forward + backward (training).
 
-    MFPSN with the batch-norm threshold reads x once more for its statistics in training, and
+    A neuron with batch-norm statistics (MFPSN's ``bn`` threshold) reads x once more for its statistics in training, and
     grad_s and x once more for their gradient; in eval it uses running statistics (no extra pass).
     """
     if mode not in ("inference", "training"):
         raise ValueError(f"mode must be 'inference' or 'training', got {mode!r}")
-    bn = neuron == "mfpsn" and mfpsn_threshold == "bn"
+    plugin = catalog.by_bench_name(neuron)
+    bn = plugin is not None and plugin.bn_statistics(mfpsn_threshold)
     if mode == "inference":
         return FORWARD_PASSES
     extra = BN_STATS_FORWARD_PASSES + BN_STATS_BACKWARD_PASSES if bn else 0

@@ -8,23 +8,26 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-PLUGIN_NEURONS: tuple[str, ...] = ("psn", "masked", "sliding", "mfpsn")
-BASELINES: tuple[str, ...] = ("sj-psn", "sj-masked", "sj-sliding", "lif", "control")
+from spikingjelly_psn import catalog
+from spikingjelly_psn.ops import backends
+
+PLUGIN_NEURONS: tuple[str, ...] = catalog.BENCH_NAMES
+#: SpikingJelly's class of each plugin neuron that has one, timed as ``sj-<name>``.
+SPIKINGJELLY_TWINS: dict[str, catalog.PluginNeuron] = {
+    f"sj-{neuron.bench_name}": neuron for neuron in catalog.NEURONS if neuron.spikingjelly_twin
+}
 #: SpikingJelly's PSN timed a second time: its time over ``sj-psn`` measures the noise of a ratio.
 CONTROL = "control"
+BASELINES: tuple[str, ...] = (*SPIKINGJELLY_TWINS, "lif", CONTROL)
 #: Whose time each row is divided by in ``time_vs_sj``: SpikingJelly's class of the same name.
 TWINS: dict[str, str] = {
-    "psn": "sj-psn",
-    "masked": "sj-masked",
-    "sliding": "sj-sliding",
+    **{neuron.bench_name: twin for twin, neuron in SPIKINGJELLY_TWINS.items()},
     CONTROL: "sj-psn",
 }
 NEURONS: tuple[str, ...] = PLUGIN_NEURONS + BASELINES
-PLUGIN_BACKENDS: tuple[str, ...] = ("torch", "cupy")
+PLUGIN_BACKENDS: tuple[str, ...] = backends.names()
 BASELINE_BACKEND = "spikingjelly"
 MAX_SIDE = 32
-
-_PLUGIN_CLASSES = {"psn": "PSN", "masked": "MaskedPSN", "sliding": "SlidingPSN", "mfpsn": "MFPSN"}
 
 
 class Unavailable(Exception):
@@ -79,22 +82,10 @@ def mfpsn_shape(T: int, n_prime: int, channels: int) -> tuple[int, ...]:
 
 def input_shape(neuron: str, T: int, n_prime: int, channels: int) -> tuple[int, ...]:
     """``[T, N']``, or the feature-map layout of :func:`mfpsn_shape` for MFPSN."""
-    if neuron == "mfpsn":
+    plugin = catalog.by_bench_name(neuron)
+    if plugin is not None and plugin.feature_map_input:
         return mfpsn_shape(T, n_prime, channels)
     return (T, n_prime)
-
-
-def cupy_unavailable_reason(device: torch.device) -> str | None:
-    """Why the CuPy backend cannot run on ``device``, or ``None`` when it can."""
-    if device.type != "cuda":
-        return f"the cupy backend needs a CUDA device; this run is on {device}"
-    try:
-        import cupy
-    except ImportError as exc:
-        return f"CuPy is not importable ({exc}); install spikingjelly-psn[cupy]"
-    if not cupy.is_available():
-        return "cupy.is_available() is False: CuPy sees no usable CUDA device"
-    return None
 
 
 def lif_implementation(device: torch.device) -> str:
@@ -107,63 +98,45 @@ def lif_implementation(device: torch.device) -> str:
         return f"unknown ({exc})"
 
 
-def _plugin(spec: CaseSpec) -> tuple[nn.Module, int | None, int | None]:
+def _plugin(plugin: catalog.PluginNeuron, kwargs: dict, backend: str) -> nn.Module:
     try:
-        import spikingjelly_psn
-
-        cls = getattr(spikingjelly_psn, _PLUGIN_CLASSES[spec.neuron])
+        cls = plugin.cls()
     except (ImportError, AttributeError) as exc:
-        raise Unavailable(f"spikingjelly_psn.{_PLUGIN_CLASSES[spec.neuron]}: {exc}") from exc
-    k = min(spec.k, spec.T)
+        raise Unavailable(f"spikingjelly_psn.{plugin.name}: {exc}") from exc
     try:
-        if spec.neuron == "psn":
-            return cls(spec.T, backend=spec.backend), None, None
-        mode = {"step_mode": "m", "backend": spec.backend}  # whole sequences, as the baselines
-        if spec.neuron == "masked":
-            return cls(k, spec.T, lambda_init=1.0, **mode), k, None
-        if spec.neuron == "sliding":
-            return cls(spec.k, **mode), spec.k, None
-        module = cls(
-            spec.k,
-            dilation=spec.dilation,
-            channels=spec.channels,
-            threshold=spec.mfpsn_threshold,
-            **mode,
-        )
-        return module, spec.k, spec.dilation
+        return cls(**kwargs, backend=backend)
     except (ImportError, NotImplementedError) as exc:
-        raise Unavailable(f"backend {spec.backend!r}: {type(exc).__name__}: {exc}") from exc
+        raise Unavailable(f"backend {backend!r}: {type(exc).__name__}: {exc}") from exc
 
 
-def _baseline(spec: CaseSpec, device: torch.device) -> tuple[nn.Module, str, int | None]:
+def _baseline(spec: CaseSpec, device: torch.device) -> tuple[nn.Module, str, dict]:
+    """SpikingJelly's twin of a plugin neuron (the control is PSN's again), or its LIF."""
     from spikingjelly.activation_based import neuron
 
-    if spec.neuron in ("sj-psn", CONTROL):
-        return neuron.PSN(spec.T), "spikingjelly-torch", None
-    if spec.neuron == "sj-masked":
-        k = min(spec.k, spec.T)
-        return neuron.MaskedPSN(k, spec.T, lambda_init=1.0, step_mode="m"), "spikingjelly-torch", k
-    if spec.neuron == "sj-sliding":
-        return neuron.SlidingPSN(spec.k, step_mode="m"), "spikingjelly-torch", spec.k
-    return neuron.LIFNode(step_mode="m"), lif_implementation(device), None
+    twin = SPIKINGJELLY_TWINS.get(TWINS[CONTROL] if spec.neuron == CONTROL else spec.neuron)
+    if twin is None:
+        return neuron.LIFNode(step_mode="m"), lif_implementation(device), {}
+    kwargs = twin.bench_kwargs(spec)
+    return getattr(neuron, twin.name)(**kwargs), "spikingjelly-torch", kwargs
 
 
 def build(spec: CaseSpec, device: torch.device, dtype: torch.dtype) -> Case:
     """The layer of ``spec`` on ``device`` in ``dtype``; raises :class:`Unavailable` when it can't run.
 
-    Masked PSN uses ``min(k, T)`` and ``λ = 1`` (the trained, causal state); the whole layer is cast
-    to ``dtype``, as ``.half()`` would do.
+    Each neuron is built with its catalog's bench arguments (masked PSN: ``min(k, T)`` and
+    ``λ = 1``, the trained, causal state); the whole layer is cast to ``dtype``, as ``.half()``
+    would do.
     """
     if spec.neuron not in NEURONS:
         raise ValueError(f"unknown neuron {spec.neuron!r}; choose from {', '.join(NEURONS)}")
-    if spec.neuron in PLUGIN_NEURONS:
-        if spec.backend == "cupy":
-            reason = cupy_unavailable_reason(device)
-            if reason is not None:
-                raise Unavailable(reason)
-        module, k, dilation = _plugin(spec)
-        impl = spec.backend
+    plugin = catalog.by_bench_name(spec.neuron)
+    if plugin is not None:
+        reason = backends.unavailable_reason(spec.backend, device)
+        if reason is not None:
+            raise Unavailable(reason)
+        kwargs = plugin.bench_kwargs(spec)
+        module, impl = _plugin(plugin, kwargs, spec.backend), spec.backend
     else:
-        module, impl, k = _baseline(spec, device)
-        dilation = None
-    return Case(module.to(device=device, dtype=dtype), impl, k, dilation)
+        module, impl, kwargs = _baseline(spec, device)
+    module = module.to(device=device, dtype=dtype)
+    return Case(module, impl, kwargs.get("k"), kwargs.get("dilation"))

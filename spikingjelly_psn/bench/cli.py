@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from spikingjelly_psn import catalog
+
 QUICK = {"Ts": [4, 8], "Ns": [4096, 16384], "dtypes": ["fp32"], "rounds": 51, "warmup": 2}
 QUICK_CPU_THREADS = 1
 FULL = {
@@ -98,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backends",
         type=_choices(PLUGIN_BACKENDS),
         default=list(PLUGIN_BACKENDS),
-        help="backends of the plugin neurons (default: torch,cupy); "
+        help=f"backends of the plugin neurons (default: {','.join(PLUGIN_BACKENDS)}); "
         "baselines always run on SpikingJelly's own",
     )
     p.add_argument(
@@ -214,11 +216,11 @@ def config_from(args: argparse.Namespace):
 
     defaults = QUICK if args.quick else FULL
     Ns = args.Ns or defaults["Ns"]
-    if "mfpsn" in args.neurons:
+    for plugin in map(catalog.by_bench_name, args.neurons):
         bad = [n for n in Ns if n % args.channels]
-        if bad:
+        if plugin is not None and plugin.feature_map_input and bad:
             raise ValueError(
-                f"--N {','.join(map(str, bad))}: MFPSN needs N' to be a multiple of "
+                f"--N {','.join(map(str, bad))}: {plugin.name} needs N' to be a multiple of "
                 f"--channels {args.channels}"
             )
     return SweepConfig(

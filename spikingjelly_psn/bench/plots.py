@@ -16,14 +16,20 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
+from spikingjelly_psn import catalog
+from spikingjelly_psn.ops import backends
+
 from .cases import BASELINE_BACKEND, CONTROL
 
 Row = dict[str, object]
 Metric = Callable[[Row], float | None]
 
-_COLOURS = {"psn": "C0", "masked": "C1", "sliding": "C2", "mfpsn": "C3", "lif": "black"}
-_LINES = {"torch": "-", "cupy": "-.", BASELINE_BACKEND: "--"}
-_MARKERS = {"torch": "o", "cupy": "^", BASELINE_BACKEND: "s"}
+_COLOURS = {
+    **{name: f"C{i}" for i, name in enumerate(catalog.BENCH_NAMES)},
+    "lif": "black",
+}
+_LINES = {**dict(zip(backends.names(), ("-", "-.", ":"))), BASELINE_BACKEND: "--"}
+_MARKERS = {**dict(zip(backends.names(), ("o", "^", "v"))), BASELINE_BACKEND: "s"}
 _MODES = ("inference", "training")
 # Mantissas of log-axis ticks, coarsest first: the first set that gives enough ticks is used.
 _MANTISSAS = (

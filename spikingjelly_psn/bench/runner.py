@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from spikingjelly_psn.ops import backends
+
 from .bytes_model import bytes_moved, passes
 from .caches import last_level_cache_bytes, rotation_count
 from .cases import (
@@ -217,7 +219,8 @@ def _failure(spec: CaseSpec, exc: BaseException) -> dict[str, object]:
     if _is_out_of_memory(exc):
         detail = f": {message}" if isinstance(exc, MemoryError) and message else ""
         return {"status": "oom", "reason": f"out of memory{detail}"}
-    if spec.backend == "cupy" and isinstance(exc, (ImportError, NotImplementedError)):
+    optional = spec.backend != backends.default()
+    if optional and isinstance(exc, (ImportError, NotImplementedError)):
         return {"status": "unavailable", "reason": f"{type(exc).__name__}: {message}"}
     return {"status": "error", "reason": f"{type(exc).__name__}: {message}"}
 

@@ -1,4 +1,4 @@
-"""The neurons users put in their SpikingJelly nets."""
+"""The neurons users put in their SpikingJelly nets (each listed in :mod:`spikingjelly_psn.catalog`)."""
 
 from spikingjelly_psn.neuron.masked_psn import MaskedPSN
 from spikingjelly_psn.neuron.mfpsn import MFPSN
@@ -7,12 +7,8 @@ from spikingjelly_psn.neuron.schedules import LambdaSchedule, sawtooth_dilations
 from spikingjelly_psn.neuron.sliding_psn import SlidingPSN
 from spikingjelly_psn.neuron.streaming import set_streaming
 
-#: Every plugin neuron class.
-NEURONS = (PSN, MaskedPSN, SlidingPSN, MFPSN)
-
 __all__ = [
     "MFPSN",
-    "NEURONS",
     "PSN",
     "LambdaSchedule",
     "MaskedPSN",

@@ -10,6 +10,7 @@ import torch
 from spikingjelly.activation_based import surrogate
 
 from spikingjelly_psn.backend import validate_backend
+from spikingjelly_psn.ops import backends
 
 #: Arguments SpikingJelly scripts pass to reset-based neurons; a PSN has no reset, so they are ignored.
 RESET_ONLY_KWARGS = frozenset({"detach_reset", "v_reset", "tau", "decay_input", "store_v_seq"})
@@ -152,11 +153,11 @@ class PSNFamilyMixin:
 
     @property
     def supported_backends(self) -> tuple[str, ...]:
-        """``('torch', 'cupy')`` in multi-step mode; single steps always run on torch.
+        """Every backend in multi-step mode; single steps run on those that run single steps.
 
         A backend chosen in multi-step mode is kept when the step mode changes.
         """
-        return ("torch", "cupy") if self.step_mode == "m" else ("torch",)
+        return backends.names() if self.step_mode == "m" else backends.single_step_names()
 
     @property
     def backend(self) -> str:

@@ -1,7 +1,8 @@
 """Charge-and-fire ops of the PSN family, dispatched by backend.
 
 Every neuron turns its parameters into plain tensors and calls one of these functions;
-the backend module does the math. A new backend adds a module here and touches nothing else.
+the backend module does the math. A new backend is a package here, listed in :mod:`.backends`
+(the seam), and touches nothing outside ``ops/``.
 ``backend="torch"`` is :mod:`.fast` (PyTorch GEMMs); :mod:`.reference` is the exact, simple
 ground truth the tests and the CUDA kernels are held to.
 
@@ -17,36 +18,9 @@ Canonical layouts (the neurons reshape to them):
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-
 import torch
 
-from spikingjelly_psn.ops import fast
-
-BACKENDS: tuple[str, ...] = ("torch", "cupy")
-
-_MODULES = {
-    "torch": "spikingjelly_psn.ops.fast",
-    "cupy": "spikingjelly_psn.ops.cupy",
-}
-# The torch backend is always loaded, so even a first call under torch.compile has no import to trace.
-_loaded: dict[str, ModuleType] = {"torch": fast}
-
-
-def backend_module(backend: str) -> ModuleType:
-    """The module implementing ``backend``, imported once (it checks its own inputs).
-
-    Loaded modules are cached in a dict, which ``torch.compile`` traces without a graph break.
-    """
-    if backend not in _MODULES:
-        raise NotImplementedError(
-            f"backend={backend!r} is not supported; choose one of {BACKENDS}."
-        )
-    module = _loaded.get(backend)
-    if module is None:
-        module = _loaded[backend] = importlib.import_module(_MODULES[backend])
-    return module
+from spikingjelly_psn.ops import backends
 
 
 def dense_fire(
@@ -57,7 +31,7 @@ def dense_fire(
     backend: str = "torch",
 ) -> torch.Tensor:
     """Spikes ``Θ(weight @ x + bias)`` of PSN and masked PSN."""
-    return backend_module(backend).dense_fire(x, weight, bias, surrogate_function)
+    return backends.op("dense_fire", backend)(x, weight, bias, surrogate_function)
 
 
 def causal_conv_fire(
@@ -75,7 +49,7 @@ def causal_conv_fire(
     ``power_of_two`` promises that every weight is 0 or ``±2^e``, so a backend may apply the
     taps with exponent arithmetic instead of multiplies.
     """
-    return backend_module(backend).causal_conv_fire(
+    return backends.op("causal_conv_fire", backend)(
         x, weight, bias, dilation, surrogate_function, history, power_of_two
     )
 
@@ -88,4 +62,4 @@ def conv_channel_stats(
     backend: str = "torch",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and biased variance (fp32) of the causal convolution, differentiable."""
-    return backend_module(backend).conv_channel_stats(x, weight, dilation, history)
+    return backends.op("conv_channel_stats", backend)(x, weight, dilation, history)

@@ -68,7 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="generate a tiny fake copy of the data set in a temporary folder and use it",
     )
-    p.add_argument("--crash-after-batches", type=int, help=argparse.SUPPRESS)
     return p
 
 
@@ -265,7 +264,7 @@ def _train(
     from .checkpoint import CheckpointError
     from .trainer import Trainer, save_config
 
-    trainer = Trainer(cfg, device, info, out, crash_after=args.crash_after_batches)
+    trainer = Trainer(cfg, device, info, out)
     if state is not None:
         try:
             trainer.load_state(state)

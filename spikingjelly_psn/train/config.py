@@ -19,15 +19,18 @@ from typing import Any, Literal
 
 import yaml
 
-NEURONS = ("MFPSN", "PSN", "MaskedPSN", "SlidingPSN", "LIFNode", "ParametricLIFNode", "IFNode")
-PLUGIN_NEURONS = NEURONS[:4]
+from spikingjelly_psn import catalog
+
+#: SpikingJelly's neurons a run may use as baselines (the plugin ones are in the catalog).
+SPIKINGJELLY_NEURONS = ("LIFNode", "ParametricLIFNode", "IFNode")
+NEURONS = (*catalog.NAMES, *SPIKINGJELLY_NEURONS)
 PAPER_MODELS = ("seq_mlp", "seq_cifar_net", "cifar10_csnn", "cifar10dvs_vgg")
 ZOO_MODULES = ("spiking_resnet", "sew_resnet", "spiking_vgg", "parametric_lif_net", "spikformer")
 DATASETS = ("digits", "cifar10", "cifar100", "cifar10dvs", "dvs128gesture", "nmnist", "shd")
 NEUROMORPHIC = ("cifar10dvs", "dvs128gesture", "nmnist", "shd")
-ORDERED_NEURONS = ("MaskedPSN", "SlidingPSN", "MFPSN")  # the neurons that take neuron.k
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MAX_CONFIG_VALUES = 100_000  # after expanding YAML aliases
+MAX_BASE_DEPTH = 8  # recipes inheriting from each other through ``base``
 
 
 class ConfigError(ValueError):
@@ -62,7 +65,7 @@ class NeuronConfig:
     """The spiking neuron put in every neuron site of the model."""
 
     name: str = "MFPSN"
-    backend: Literal["torch", "cupy"] = "torch"
+    backend: str = "torch"  # one of spikingjelly_psn.ops.backends.names()
     k: int = 16
     dilations: Literal["sawtooth", "none"] | list[int] = "sawtooth"
     sawtooth_period: int = 3
@@ -252,8 +255,12 @@ def parse_override(text: str) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read one YAML mapping; a missing or malformed file is a :class:`ConfigError`."""
-    path = Path(path)
+    """Read one YAML mapping, with its ``base`` recipe merged under it; a missing or malformed
+    file is a :class:`ConfigError`."""
+    return _read_recipe(Path(path), ())
+
+
+def _read_recipe(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist; pass an existing --config FILE")
     try:
@@ -263,7 +270,34 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     raw = _safe_load(text, f"config file '{path}'") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys at top level")
-    return _fix_yaml_floats(raw)
+    raw = _fix_yaml_floats(raw)
+    if "base" not in raw:
+        return raw
+    base = _base_path(path, raw.pop("base"), chain)
+    return _deep_merge(_read_recipe(base, (*chain, path.resolve())), raw)
+
+
+def _base_path(path: Path, base: Any, chain: tuple[Path, ...]) -> Path:
+    """The recipe ``base: FILE`` of ``path`` names (relative to ``path``'s folder), checked."""
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(
+            f"config file '{path}': base must be the path of another recipe (relative to this "
+            f"file's folder), got {base!r}"
+        )
+    target = (path.parent / base).resolve()
+    if not target.is_file():
+        raise ConfigError(f"config file '{path}': its base '{base}' ({target}) does not exist")
+    if target == path.resolve() or target in chain:
+        raise ConfigError(
+            f"config file '{path}': base '{base}' leads back to a recipe that inherits from it; "
+            f"a chain of bases must end in a recipe without one"
+        )
+    if len(chain) + 1 >= MAX_BASE_DEPTH:
+        raise ConfigError(
+            f"config file '{path}': more than {MAX_BASE_DEPTH} recipes inherit from each other; "
+            f"flatten the chain of bases"
+        )
+    return target
 
 
 def _safe_load(text: str, where: str) -> Any:
@@ -409,11 +443,23 @@ def _check_names(cfg: Config) -> None:
         raise ConfigError(
             f"neuron.name: unknown neuron '{n.name}'{hint}; choose one of {', '.join(NEURONS)}"
         )
+    _check_backend(n.backend)
     if m.name not in PAPER_MODELS and m.name.split(".")[0] not in ZOO_MODULES:
         raise ConfigError(
             f"model.name: unknown model '{m.name}'; use a paper net ({', '.join(PAPER_MODELS)}) "
             f"or a SpikingJelly zoo builder written module.function, module one of "
             f"{', '.join(ZOO_MODULES)} (e.g. spiking_resnet.spiking_resnet18)"
+        )
+
+
+def _check_backend(backend: str) -> None:
+    from spikingjelly_psn.ops import backends  # imports torch: only when a config is checked
+
+    names = backends.names()
+    if backend not in names:
+        choices = " or ".join(repr(name) for name in names)
+        raise ConfigError(
+            f"neuron.backend must be {choices}, got {backend!r}; fix it with --set neuron.backend=..."
         )
 
 
@@ -436,7 +482,8 @@ def _check_combinations(cfg: Config) -> None:
     if d.dataset in ("digits", "shd") and d.mode == "static":
         raise ConfigError(f"data.mode=static is for image data sets, not {d.dataset}")
     T = time_steps(d)
-    if n.name in ORDERED_NEURONS and n.k > T:
+    plugin = catalog.by_name(n.name)
+    if plugin is not None and plugin.takes_k and n.k > T:
         raise ConfigError(f"neuron.k={n.k} exceeds the {T} time-steps; set neuron.k<={T}")
     if n.name in ("LIFNode", "ParametricLIFNode") and not n.tau > 1:
         raise ConfigError(f"neuron.tau must be > 1 for {n.name}, got {n.tau}")

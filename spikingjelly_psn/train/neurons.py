@@ -1,4 +1,4 @@
-"""Neurons chosen by the config: the four plugin classes and SpikingJelly's LIF/PLIF/IF baselines."""
+"""Neurons chosen by the config: the plugin neurons of the catalog and SpikingJelly's LIF/PLIF/IF."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .config import ConfigError, NeuronConfig
+from spikingjelly_psn import catalog
+from spikingjelly_psn.neuron.schedules import LambdaSchedule, sawtooth_dilations
+
+from .config import Config, ConfigError, NeuronConfig
 
 
 class NeuronMaker:
@@ -19,19 +22,24 @@ class NeuronMaker:
     def __init__(self, cfg: NeuronConfig, T: int) -> None:
         self.cfg, self.T = cfg, T
         self.count = 0
-        self.cls, self.kwargs = _class_and_kwargs(cfg, T)
+        self.plugin = catalog.by_name(cfg.name)
+        if self.plugin is not None:
+            self.cls = self.plugin.cls()
+            self.kwargs = {"backend": cfg.backend, **self.plugin.train_kwargs(cfg, T)}
+        else:
+            self.cls, self.kwargs = _spikingjelly_class_and_kwargs(cfg)
 
     def dilation(self, index: int) -> int:
-        """Dilation of the ``index``-th MFPSN site."""
+        """Dilation of the ``index``-th site that takes one."""
         d = self.cfg.dilations
         if d == "none":
             return 1
         if d == "sawtooth":
-            return index % self.cfg.sawtooth_period + 1
+            return sawtooth_dilations(index + 1, self.cfg.sawtooth_period)[index]
         if index >= len(d):
             raise ConfigError(
-                f"neuron.dilations lists {len(d)} values but the model has more MFPSN layers; "
-                f"give one per layer or use neuron.dilations=sawtooth"
+                f"neuron.dilations lists {len(d)} values but the model has more {self.cfg.name} "
+                f"layers; give one per layer or use neuron.dilations=sawtooth"
             )
         return d[index]
 
@@ -42,31 +50,17 @@ class NeuronMaker:
             **self.kwargs,
             "surrogate_function": surrogate.ATan(alpha=self.cfg.surrogate_alpha),
         }
-        if self.cfg.name == "MFPSN":
+        if self.plugin is not None and self.plugin.per_site_dilation:
             kwargs["dilation"] = self.dilation(self.count)
         kwargs["step_mode"] = extra.pop("step_mode", "m")  # the nets feed whole sequences
         self.count += 1
         return self.cls(**kwargs)
 
 
-def _class_and_kwargs(cfg: NeuronConfig, T: int) -> tuple[Callable[..., nn.Module], dict]:
-    name = cfg.name
-    if name in ("PSN", "MaskedPSN", "SlidingPSN", "MFPSN"):
-        import spikingjelly_psn as psn
-
-        cls = getattr(psn, name)
-        kwargs: dict = {"backend": cfg.backend}
-        if name == "PSN":
-            kwargs["T"] = T
-        elif name == "MaskedPSN":
-            kwargs.update(k=cfg.k, T=T, lambda_init=0.0)
-        elif name == "SlidingPSN":
-            kwargs.update(k=cfg.k, exp_init=cfg.exp_init)
-        else:
-            kwargs.update(k=cfg.k, threshold=cfg.threshold, quantize=cfg.quantize)
-        return cls, kwargs
+def _spikingjelly_class_and_kwargs(cfg: NeuronConfig) -> tuple[Callable[..., nn.Module], dict]:
     from spikingjelly.activation_based import neuron
 
+    name = cfg.name
     if cfg.backend != "torch":
         raise ConfigError(
             f"neuron.backend={cfg.backend} applies to the plugin neurons only; "
@@ -79,3 +73,11 @@ def _class_and_kwargs(cfg: NeuronConfig, T: int) -> tuple[Callable[..., nn.Modul
     elif name == "ParametricLIFNode":
         kwargs["init_tau"] = cfg.tau
     return cls, kwargs
+
+
+def lambda_schedule(cfg: Config) -> LambdaSchedule | None:
+    """The λ schedule of the run's neuron over ``train.epochs``, or None when it has none."""
+    plugin = catalog.by_name(cfg.neuron.name)
+    if plugin is None or not plugin.lambda_schedule:
+        return None
+    return LambdaSchedule(cfg.train.epochs, cfg.neuron.lambda_schedule)

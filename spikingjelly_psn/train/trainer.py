@@ -13,21 +13,18 @@ import torch
 import yaml
 from spikingjelly.activation_based import functional
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 
 from ..devices import device_name
 from . import checkpoint as ckpt
 from .config import Config
 from .data import DataBundle, build_data, steps_of, to_time_major
-from .dist import DistInfo, ShardSampler, all_sum
+from .dist import DistInfo, all_sum
+from .loaders import build_loaders
 from .loss import loss_fn, mix_batch, readout
-from .machine import clamp_workers, local_world_size
 from .models import build_model
-from .runlog import RunLog, plot_curves, summary_table
-
-
-class CrashForTest(RuntimeError):
-    """Raised by the hidden ``--crash-after-batches`` option (tests of resume)."""
+from .neurons import lambda_schedule
+from .optim import build_optimizer, build_scheduler
+from .runlog import RunLog, epoch_line, plot_curves, summary_table
 
 
 class Diverged(RuntimeError):
@@ -55,25 +52,24 @@ class Trainer:
         device: torch.device,
         info: DistInfo,
         out: Path | None,
-        crash_after: int | None = None,
     ) -> None:
         self.cfg, self.device, self.info, self.out = cfg, device, info, out
-        self.crash_after = crash_after
-        self.batches_done = 0
         ckpt.seed_everything(cfg.seed)
         self.data: DataBundle = build_data(cfg)
         self.T = steps_of(self.data, cfg.data)
         self.model = build_model(cfg, self.data, self.T).to(device)
         self._materialize()
-        self.train_loader, self.test_loader = self._loaders()
-        self.optimizer = self._optimizer()
-        self.scheduler = self._scheduler()
+        self.train_sampler, self.train_loader, self.test_loader = build_loaders(
+            cfg, self.data, info, device
+        )
+        self.optimizer = build_optimizer(cfg.optim, self.model)
+        self.scheduler = build_scheduler(cfg.optim, cfg.train.epochs, self.optimizer)
         amp = cfg.train.amp if device.type == "cuda" else "off"
         if amp != cfg.train.amp and info.is_main:
             print(f"note: train.amp={cfg.train.amp} applies on CUDA only; running fp32 on {device}")
         self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
-        self.lambda_schedule = self._lambda_schedule()
+        self.lambda_schedule = lambda_schedule(cfg)
         self.forward_model = self._wrap()
         self.start_epoch, self.best_acc, self.best_epoch = 0, -1.0, -1
         self.history: list[dict[str, Any]] = []
@@ -87,75 +83,6 @@ class Trainer:
         import spikingjelly_psn
 
         spikingjelly_psn.materialize(self.model, self._example())
-
-    def _workers(self) -> int:
-        """``data.num_workers``, lowered to the CPUs there are (more only queue for them)."""
-        asked = self.cfg.data.num_workers
-        workers = clamp_workers(asked)
-        if workers < asked and self.info.is_main:
-            local = local_world_size()
-            shared = f", shared by its {local} processes" if local > 1 else ""
-            print(f"note: data.num_workers={asked} lowered to {workers}, the CPUs here{shared}")
-        return workers
-
-    def _loaders(self) -> tuple[DataLoader, DataLoader]:
-        d, info = self.cfg.data, self.info
-        workers = self._workers()
-        self.train_sampler = DistributedSampler(
-            self.data.train,
-            num_replicas=info.world,
-            rank=info.rank,
-            shuffle=True,
-            seed=self.cfg.seed,
-        )
-        pin = self.device.type == "cuda"
-        train = DataLoader(
-            self.data.train,
-            batch_size=d.batch_size,
-            sampler=self.train_sampler,
-            num_workers=workers,
-            pin_memory=pin,
-            drop_last=len(self.data.train) // info.world > d.batch_size,
-        )
-        test = DataLoader(
-            self.data.test,
-            batch_size=d.test_batch_size or d.batch_size,
-            sampler=ShardSampler(len(self.data.test), info),
-            num_workers=workers,
-            pin_memory=pin,
-        )
-        return train, test
-
-    def _optimizer(self) -> torch.optim.Optimizer:
-        o = self.cfg.optim
-        params = self.model.parameters()
-        if o.name == "sgd":
-            return torch.optim.SGD(params, o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
-        return cls(params, o.lr, weight_decay=o.weight_decay)
-
-    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
-        o, epochs = self.cfg.optim, self.cfg.train.epochs
-        warm = min(o.warmup_epochs, epochs - 1)
-
-        def factor(epoch: int) -> float:
-            if epoch < warm:
-                return (epoch + 1) / (warm + 1)
-            if o.scheduler == "none":
-                return 1.0
-            span = max(epochs - warm, 1)
-            return 0.5 * (1 + math.cos(math.pi * (epoch - warm) / span))
-
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
-
-    def _lambda_schedule(self):
-        if self.cfg.neuron.name != "MaskedPSN":
-            return None
-        import spikingjelly_psn
-
-        return spikingjelly_psn.LambdaSchedule(
-            self.cfg.train.epochs, self.cfg.neuron.lambda_schedule
-        )
 
     def _wrap(self) -> nn.Module:
         net: nn.Module = self.model
@@ -260,9 +187,6 @@ class Trainer:
             else:
                 streak = 0
                 loss_sum, correct, seen = loss_sum + step[0], correct + step[1], seen + len(y)
-            self.batches_done += 1
-            if self.crash_after is not None and self.batches_done >= self.crash_after:
-                raise CrashForTest(f"stopped after {self.batches_done} batches (test option)")
             if bar is not None:
                 rate = seen * self.info.world / (time.perf_counter() - t0)
                 bar.set_postfix(
@@ -367,16 +291,7 @@ class Trainer:
             if improved:
                 ckpt.save_atomic(state, self.out / "best.pt")
             log.log(row)
-            print(self._epoch_line(row), flush=True)
-
-    def _epoch_line(self, row: dict[str, Any]) -> str:
-        lam = f"  lambda {row['lambda']:.3f}" if "lambda" in row else ""
-        return (
-            f"epoch {row['epoch']:>3}/{self.cfg.train.epochs}  "
-            f"train loss {row['train_loss']:.4f} acc {row['train_acc']:6.2f}%  "
-            f"test loss {row['test_loss']:.4f} acc {row['test_acc']:6.2f}%  "
-            f"{row['samples_per_s']:.0f} samples/s  {row['epoch_time_s']:.1f}s{lam}"
-        )
+            print(epoch_line(row, self.cfg.train.epochs), flush=True)
 
     def precision(self) -> str:
         """``fp32``, or the autocast dtype of an AMP run."""

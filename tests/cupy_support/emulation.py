@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from spikingjelly_psn.ops.cupy import _host, _source
+from spikingjelly_psn.ops.cupy import _args, _host, _launch, _source
 
 SUPPORT_DIR = Path(__file__).resolve().parent
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -79,20 +79,13 @@ def _p(tensor: torch.Tensor | None) -> int | None:
     return None if tensor is None else tensor.data_ptr()
 
 
-def _strides(weight: torch.Tensor, bias_numel: int, channels: int) -> tuple[int, int]:
-    k = weight.shape[1]
-    return (k if weight.shape[0] != 1 or channels == 1 else 0), (
-        1 if bias_numel != 1 or channels == 1 else 0
-    )
-
-
 class Emulator:
     """The ops of ``spikingjelly_psn.ops.cupy`` run on the CPU through the compiled harness."""
 
     def __init__(self, lib: ctypes.CDLL, launch: str = "column", descending: bool = False):
         """``launch``: "column" (one thread per block) or "gpu" (the launcher's block shapes)."""
         self.lib = lib
-        self.launch = launch
+        self.launch_shapes = launch
         self.descending = descending
 
     def _run(self, fn, *args):
@@ -102,22 +95,67 @@ class Emulator:
         if self.lib.emu_barrier_errors() != before:
             raise AssertionError("a thread returned while others waited at __syncthreads")
 
+    def launch(self, module, name, device, grid, block, args, smem=0) -> None:
+        """``_launch.launch`` on the CPU: kernel ``name`` of ``module`` with ``args``, every
+        thread of each ``block`` emulated (the grid follows from the sizes in ``args``)."""
+        block = (block, 1) if isinstance(block, int) else tuple(block)
+        _launch.check_launch(grid, block, smem)
+        template = name[name.index("<") + 1 : -1].split(", ")  # scalar, window, variant
+        variant = {"true": 1, "false": 0}.get(template[-1], 0)
+        if isinstance(args, _args.ConvBwd):
+            variant = int(template[1])
+        self.call(args, module.window, block, variant)
+
+    def call(self, a, window: int, block: tuple[int, int], variant: int = 0) -> None:
+        """Run the kernel that ``a`` (an ``_args`` structure) is for, with the register window
+        ``window``; ``variant`` is the power-of-two flag of the forward or the backward's mode."""
+        dtype = DTYPE_CODES[a.x.dtype]
+        if isinstance(a, _args.ConvFireFwd):
+            self._run(
+                self.lib.emu_conv_fwd,
+                dtype, window, variant, _p(a.x), _p(a.hist), _p(a.out), _p(a.weight), _p(a.bias),
+                a.n_t, a.N // (a.C * a.S), a.C, a.S, a.k, a.d, a.w_stride, a.b_stride, block[0],
+            )  # fmt: skip
+        elif isinstance(a, _args.ConvBwd):
+            self._run(
+                self.lib.emu_conv_bwd,
+                dtype, window, variant, _p(a.grad_s), _p(a.x), _p(a.hist), _p(a.grad_x),
+                _p(a.weight), _p(a.c0), _p(a.c1), _p(a.c2), a.sg, a.p0, a.p1, a.p2, _p(a.gwb),
+                _p(a.partial), _p(a.scratch), a.n_t, a.R // a.S, a.C, a.S, a.k, a.d, a.w_stride,
+                a.b_stride, *block,
+            )  # fmt: skip
+        elif isinstance(a, _args.ConvStatsFwd):
+            self._run(
+                self.lib.emu_conv_stats,
+                dtype, window, _p(a.x), _p(a.hist), _p(a.weight), _p(a.partial), a.n_t,
+                a.R // a.S, a.C, a.S, a.k, a.d, a.w_stride, *block,
+            )  # fmt: skip
+        elif isinstance(a, _args.DenseFireFwd):
+            self._run(
+                self.lib.emu_dense_fwd,
+                dtype, window, _p(a.x), _p(a.out), _p(a.weight), _p(a.bias), a.t_in, a.t_out, a.M,
+                block[0],
+            )  # fmt: skip
+        else:
+            self._run(
+                self.lib.emu_dense_bwd,
+                dtype, window, _p(a.grad_s), _p(a.x), _p(a.weight), _p(a.bias), a.sg, a.p0, a.p1,
+                a.p2, _p(a.g), _p(a.grad_x), a.t_in, a.t_out, a.M, block[0],
+            )  # fmt: skip
+
+    def _conv_block(self, x: torch.Tensor) -> tuple[int, int]:
+        batch, channels, positions = x.shape[1:]
+        if self.launch_shapes != "gpu":
+            return (1, 1)
+        return _host.conv_block(batch * positions, channels, positions)
+
     def conv_fire(self, x, weight, bias, dilation, history=None, power_of_two=False, window=None):
-        n_t, batch, channels, positions = x.shape
-        k = weight.shape[1]
-        window = _host.fwd_window(k) if window is None else window
-        block = _host.block_size(x[0].numel()) if self.launch == "gpu" else 1
         x = x.contiguous()
-        out = torch.empty_like(x)
-        w = weight.float().contiguous()
-        b = bias.float().reshape(-1).contiguous()
-        ws, bs = _strides(w, b.numel(), channels)
-        self._run(
-            self.lib.emu_conv_fwd,
-            DTYPE_CODES[x.dtype], window, int(power_of_two), _p(x), _p(history), _p(out), _p(w),
-            _p(b), n_t, batch, channels, positions, k, dilation, ws, bs, block,
-        )  # fmt: skip
-        return out
+        a = _args.conv_fire_fwd(x, history, torch.empty_like(x), weight, bias, dilation)
+        window = _host.fwd_window(a.k) if window is None else window
+        block = _host.block_size(x[0].numel()) if self.launch_shapes == "gpu" else 1
+        self.call(a, window, (block, 1), int(power_of_two))
+        return a.out
 
     def conv_backward(
         self, grad_s, x, weight, bias, dilation, sg, params, history=None, deterministic=True,
@@ -128,80 +166,49 @@ class Emulator:
 
         ``stats = (mean, c1, c2)`` runs the statistics backward instead of the fire one.
         """
-        n_t, batch, channels, positions = x.shape
+        batch, channels, positions = x.shape[1:]
         k = weight.shape[1]
         mode = _source.MODE_FIRE if stats is None else _source.MODE_STATS
         window = _host.bwd_window(k, mode, sg) if window is None else window
-        w = weight.float().contiguous()
-        grad_x = torch.empty_like(x)
-        columns = batch * positions
-        block = (1, 1)
-        if self.launch == "gpu":
-            block = _host.conv_block(columns, channels, positions)
-        blocks = _host.conv_grid(columns, channels, block)[0]
+        block = self._conv_block(x)
+        blocks = _host.conv_grid(batch * positions, channels, block)[0]
         partial = torch.full((channels, blocks, k + 1), float("nan")) if deterministic else None
         gwb = None if deterministic else torch.zeros(channels, k + 1)
-        if stats is None:
-            c0, c1, c2 = bias.float().reshape(-1).contiguous(), None, None
-        else:
-            c0, c1, c2 = stats
-        ws, bs = _strides(w, c0.numel(), channels)
         scratch = torch.full(x.shape, float("nan")) if window == _source.GENERIC_K else None
-        self._run(
-            self.lib.emu_conv_bwd,
-            DTYPE_CODES[x.dtype], window, mode, _p(grad_s), _p(x), _p(history), _p(grad_x),
-            _p(w), _p(c0), _p(c1), _p(c2), sg, *params, _p(gwb), _p(partial), _p(scratch), n_t,
-            batch, channels, positions, k, dilation, ws, bs, *block,
+        a = _args.conv_bwd(
+            grad_s, x, history, torch.empty_like(x), weight,
+            (bias, None, None) if stats is None else stats, (sg, params), (gwb, partial, scratch),
+            dilation,
         )  # fmt: skip
+        self.call(a, window, block, mode)
         reduced = _host.reduce_partials(partial) if deterministic else gwb
-        return grad_x, partial, reduced
+        return a.grad_x, partial, reduced
 
     def conv_stats(self, x, weight, dilation, history=None, window=None):
-        n_t, batch, channels, positions = x.shape
-        k = weight.shape[1]
-        window = _host.fwd_window(k) if window is None else window
-        w = weight.float().contiguous()
-        columns = batch * positions
-        block = (1, 1)
-        if self.launch == "gpu":
-            block = _host.conv_block(columns, channels, positions)
-        blocks = _host.conv_grid(columns, channels, block)[0]
+        batch, channels, positions = x.shape[1:]
+        window = _host.fwd_window(weight.shape[1]) if window is None else window
+        block = self._conv_block(x)
+        blocks = _host.conv_grid(batch * positions, channels, block)[0]
         partial = torch.full((channels, blocks, 3), float("nan"))
-        ws, _ = _strides(w, channels, channels)
-        self._run(
-            self.lib.emu_conv_stats,
-            DTYPE_CODES[x.dtype], window, _p(x), _p(history), _p(w), _p(partial), n_t, batch,
-            channels, positions, k, dilation, ws, *block,
-        )  # fmt: skip
+        self.call(_args.conv_stats_fwd(x, history, weight, partial, dilation), window, block)
         return _host.combine_stats(partial)
 
     def _dense_launch(self, t_in: int, t_out: int, window: int | None) -> tuple[int, int]:
         window = _source.dense_window(t_in, t_out) if window is None else window
-        return window, (_host.MAX_BLOCK if self.launch == "gpu" else 1)
+        return window, (_host.MAX_BLOCK if self.launch_shapes == "gpu" else 1)
 
     def dense_fire(self, x, weight, bias, window=None):
-        t_in, m = x.shape
-        w, b = weight.float().contiguous(), bias.float().reshape(-1).contiguous()
-        out = x.new_empty((w.shape[0], m))
-        window, block = self._dense_launch(t_in, w.shape[0], window)
-        self._run(
-            self.lib.emu_dense_fwd,
-            DTYPE_CODES[x.dtype], window, _p(x), _p(out), _p(w), _p(b), t_in, w.shape[0], m, block,
-        )  # fmt: skip
-        return out
+        a = _args.dense_fire_fwd(x, x.new_empty((weight.shape[0], x.shape[1])), weight, bias)
+        window, block = self._dense_launch(a.t_in, a.t_out, window)
+        self.call(a, window, (block, 1))
+        return a.out
 
     def dense_backward(self, grad_s, x, weight, bias, sg, params, window=None):
-        t_in, m = x.shape
-        w, b = weight.float().contiguous(), bias.float().reshape(-1).contiguous()
-        g = torch.empty((w.shape[0], m))
-        grad_x = torch.empty_like(x)
-        window, block = self._dense_launch(t_in, w.shape[0], window)
-        self._run(
-            self.lib.emu_dense_bwd,
-            DTYPE_CODES[x.dtype], window, _p(grad_s), _p(x), _p(w), _p(b), sg, *params, _p(g),
-            _p(grad_x), t_in, w.shape[0], m, block,
-        )  # fmt: skip
-        return grad_x, g
+        g = torch.empty((weight.shape[0], x.shape[1]))
+        a = _args.dense_fire_bwd(grad_s, x, weight, bias, (sg, params), g, torch.empty_like(x))
+        window, block = self._dense_launch(a.t_in, a.t_out, window)
+        self.call(a, window, (block, 1))
+        return a.grad_x, a.g
 
     def surrogate(self, sg: int, x: torch.Tensor, params, common: bool = False) -> torch.Tensor:
         """The surrogate derivative as the kernels evaluate it (``common``: the inline ATan /

@@ -11,11 +11,15 @@ enable ``torch.use_deterministic_algorithms``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import torch
 
-from . import _launch, _ops, _surrogates
+from spikingjelly_psn.ops import checks, surrogates
+
+from . import _launch, _ops
+from ._launch import CUPY_MISSING
 
 __all__ = [
     "causal_conv_fire",
@@ -26,8 +30,39 @@ __all__ = [
     "supported_surrogates",
 ]
 
+# The backend declaration read by spikingjelly_psn.ops.backends.
+NAME = "cupy"
+OPS: tuple[str, ...] = ("causal_conv_fire", "conv_channel_stats", "dense_fire")
+SINGLE_STEP = False  # the kernels run whole sequences
+EXTRAS: dict[str, list[str]] = {
+    "cupy12": ["cupy-cuda12x>=13"],
+    "cupy13": ["cupy-cuda13x>=13"],
+    "cupy": ["cupy-cuda13x>=13"],
+}
+
 _DETERMINISTIC = os.environ.get("SPIKINGJELLY_PSN_DETERMINISTIC", "0") not in ("", "0")
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_MAX_CHANNELS = 65535  # the kernels' grid.y
+
+
+def missing_library() -> str | None:
+    """The install command when CuPy cannot be imported (checked without importing it)."""
+    if importlib.util.find_spec("cupy") is not None:
+        return None
+    return CUPY_MISSING
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    """Why the kernels cannot run on ``device``: not CUDA, no CuPy, or no usable GPU."""
+    if device.type != "cuda":
+        return f"the cupy backend needs a CUDA device; this run is on {device}"
+    try:
+        import cupy
+    except ImportError as exc:
+        return f"CuPy is not importable ({exc}); install spikingjelly-psn[cupy]"
+    if not cupy.is_available():
+        return "cupy.is_available() is False: CuPy sees no usable CUDA device"
+    return None
 
 
 def set_deterministic(enabled: bool) -> None:
@@ -43,7 +78,7 @@ def deterministic() -> bool:
 
 def supported_surrogates() -> tuple[str, ...]:
     """Names of the SpikingJelly surrogate classes the kernels implement."""
-    return tuple(_surrogates.SURROGATES)
+    return tuple(surrogates.SURROGATES)
 
 
 def _check(x: torch.Tensor, *others: torch.Tensor | None) -> None:
@@ -51,48 +86,16 @@ def _check(x: torch.Tensor, *others: torch.Tensor | None) -> None:
     if torch.compiler.is_compiling():
         return  # checked eagerly; a compiled graph calls the ops, which import CuPy themselves
     _launch.require_cupy()
-    for tensor in (x, *others):
-        if tensor is not None and tensor.device.type != "cuda":
-            raise RuntimeError(
-                f'backend="cupy" runs on CUDA tensors, got a tensor on {tensor.device}; move the '
-                'module and its input to the GPU (.cuda()), or use backend="torch".'
-            )
-    for tensor in others:
-        if tensor is not None and tensor.device != x.device:
-            raise ValueError(f"all tensors must be on {x.device}, got one on {tensor.device}")
-    if x.dtype not in _DTYPES:
-        raise TypeError(f'backend="cupy" supports float32, float16 and bfloat16, got {x.dtype}')
+    checks.check_tensors(NAME, "cuda", _DTYPES, x, *others)
     _launch.require_gpu()
 
 
-def _conv_args(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    dilation: int,
-    history: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Validate the causal-conv shapes; return x and history, contiguous, history in x.dtype."""
-    if x.dim() != 4:
-        raise ValueError(f"x must be [T, B, C, S], got shape {tuple(x.shape)}")
-    channels = x.shape[2]
-    if weight.dim() != 2 or weight.shape[0] not in (1, channels) or weight.shape[1] < 1:
+def _check_channels(x: torch.Tensor) -> None:
+    """The kernels' grid holds at most ``_MAX_CHANNELS`` channels."""
+    if x.shape[2] > _MAX_CHANNELS:
         raise ValueError(
-            f"weight must be [C, k] or [1, k] with C={channels}, got {tuple(weight.shape)}"
+            f'backend="{NAME}" supports at most {_MAX_CHANNELS} channels, got {x.shape[2]}'
         )
-    if bias is not None and bias.numel() not in (1, channels):
-        raise ValueError(f"bias must have 1 or C={channels} elements, got {bias.numel()}")
-    if dilation < 1:
-        raise ValueError(f"dilation must be >= 1, got {dilation}")
-    if channels > 65535:
-        raise ValueError(f'backend="cupy" supports at most 65535 channels, got {channels}')
-    lag = (weight.shape[1] - 1) * dilation
-    if history is not None:
-        expected = (lag, *x.shape[1:])
-        if tuple(history.shape) != expected:
-            raise ValueError(f"history has shape {tuple(history.shape)}, expected {expected}")
-        history = history.to(x.dtype).contiguous() if lag > 0 else None
-    return x.contiguous(), history
 
 
 def causal_conv_fire(
@@ -110,8 +113,9 @@ def causal_conv_fire(
     arithmetic. ``history`` is an input only (no gradient flows into it).
     """
     _check(x, weight, bias, history)
-    sg, params = _surrogates.encode(surrogate_function)
-    x, history = _conv_args(x, weight, bias, dilation, history)
+    sg, params = surrogates.encode(surrogate_function, NAME)
+    x, history = checks.conv_inputs(x, weight, bias, dilation, history)
+    _check_channels(x)
     return _ops.causal_conv_fire(
         x, weight, bias.reshape(-1), history, int(dilation), bool(power_of_two), sg, *params,
         deterministic(),
@@ -126,7 +130,8 @@ def conv_channel_stats(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and biased variance (fp32) of the charge, differentiable in x and weight."""
     _check(x, weight, history)
-    x, history = _conv_args(x, weight, None, dilation, history)
+    x, history = checks.conv_inputs(x, weight, None, dilation, history)
+    _check_channels(x)
     return _ops.conv_channel_stats(x, weight, history, int(dilation), deterministic())
 
 
@@ -138,14 +143,8 @@ def dense_fire(
     Under CUDA autocast, x is cast to the autocast dtype, as ``torch.addmm`` would be.
     """
     _check(x, weight, bias)
-    sg, params = _surrogates.encode(surrogate_function)
-    if x.dim() != 2 or weight.dim() != 2 or weight.shape[1] != x.shape[0]:
-        raise ValueError(
-            f"dense_fire needs x [T_in, M] and weight [T_out, T_in], got {tuple(x.shape)} and "
-            f"{tuple(weight.shape)}"
-        )
-    if bias.numel() != weight.shape[0]:
-        raise ValueError(f"bias must have T_out={weight.shape[0]} elements, got {bias.numel()}")
+    sg, params = surrogates.encode(surrogate_function, NAME)
+    checks.dense_inputs(x, weight, bias)
     if torch.is_autocast_enabled("cuda"):
         x = x.to(torch.get_autocast_dtype("cuda"))
     return _ops.dense_fire(x.contiguous(), weight, bias, sg, *params)

@@ -13,14 +13,17 @@ import time
 from functools import cache
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
-from spikingjelly_psn.backend import CUPY_MISSING
-
-from . import _compile, _host, _source
+from . import _args, _compile, _host, _source
 
 logger = logging.getLogger(__name__)
+
+CUPY_MISSING = (
+    'backend="cupy" needs CuPy, which is not installed: install it with '
+    '`pip install "spikingjelly-psn[cupy13]"` (CUDA 13) or '
+    '`pip install "spikingjelly-psn[cupy12]"` (CUDA 12), or use backend="torch".'
+)
 
 _kernels: dict[tuple[_source.Module, str, int], object] = {}
 
@@ -89,17 +92,18 @@ def launch(
     device: torch.device,
     grid,
     block: int | tuple[int, int],
-    args,
+    args: _args.KernelArgs,
     smem: int = 0,
 ) -> None:
-    """Launch kernel ``name`` of ``module`` on PyTorch's current stream of ``device``."""
+    """Launch kernel ``name`` of ``module`` with ``args`` on PyTorch's current stream of
+    ``device``."""
     block = (block, 1) if isinstance(block, int) else tuple(block)
     check_launch(grid, block, smem)
     cupy = require_cupy()
     fn = kernel(module, name, device.index)
     stream = _Stream(torch.cuda.current_stream(device).cuda_stream)
     with cupy.cuda.Device(device.index):
-        fn(tuple(grid), (*block, 1), args, shared_mem=smem, stream=stream)
+        fn(tuple(grid), (*block, 1), args.kernel_values(), shared_mem=smem, stream=stream)
 
 
 def check_launch(grid, block: tuple[int, int], smem: int) -> None:
@@ -113,10 +117,6 @@ def check_launch(grid, block: tuple[int, int], smem: int) -> None:
         and 0 <= smem <= _host.SMEM_LIMIT
     ):
         raise RuntimeError(f"invalid launch: grid {grid}, block {block}, {smem} B shared memory")
-
-
-def ptr(tensor: torch.Tensor | None) -> np.uint64:
-    return np.uint64(0 if tensor is None else tensor.data_ptr())
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -158,24 +158,14 @@ def dense_bwd_spec(dtype: torch.dtype, t_in: int, t_out: int) -> Spec:
 # ---------------------------------------------------------------- causal conv
 
 
-def _conv_shapes(x: torch.Tensor, weight: torch.Tensor, dilation: int):
-    n_t, batch, channels, positions = x.shape
-    k = weight.shape[1]
-    # time indices are int in the kernels, down to U + k steps before the first one
+def _check_time_range(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> None:
+    """Time indices are int in the kernels, down to U + k steps before the first one."""
+    n_t, k = x.shape[0], weight.shape[1]
     if n_t + (k + 8) * dilation > _host.INT32_MAX:
         raise ValueError(
             f"T + (k-1)*dilation = {n_t + (k - 1) * dilation} is too large for the kernels' "
             "int32 time indices"
         )
-    return n_t, channels, positions, batch * positions, k
-
-
-def _per_channel_strides(weight: torch.Tensor, per_channel: torch.Tensor, channels: int):
-    k = weight.shape[1]
-    return (
-        np.int32(k if weight.shape[0] != 1 or channels == 1 else 0),
-        np.int32(1 if per_channel.numel() != 1 or channels == 1 else 0),
-    )
 
 
 def conv_fire_forward(
@@ -189,19 +179,12 @@ def conv_fire_forward(
     out = torch.empty_like(x)
     if x.numel() == 0:
         return out
-    n_t, channels, positions, columns, k = _conv_shapes(x, weight, dilation)
-    w = weight.float().contiguous()
-    b = bias.float().contiguous()
-    module, name = conv_fwd_spec(x.dtype, k, power_of_two)
-    total = columns * channels  # forward: one thread per column offset, 1-D grid
-    block = _host.block_size(total)
-    w_stride, b_stride = _per_channel_strides(w, b, channels)
-    args = (
-        ptr(x), ptr(history), ptr(out), ptr(w), ptr(b), np.int32(n_t), np.int32(channels),
-        np.int64(positions), np.int64(total), np.int32(k), np.int32(dilation), w_stride, b_stride,
-    )  # fmt: skip
+    _check_time_range(x, weight, dilation)
+    args = _args.conv_fire_fwd(x, history, out, weight, bias, dilation)
+    module, name = conv_fwd_spec(x.dtype, args.k, power_of_two)
+    block = _host.block_size(args.N)  # forward: one thread per column offset, 1-D grid
     smem = _host.conv_fwd_smem(block, module.window)
-    launch(module, name, x.device, (_cdiv(total, block),), block, args, smem)
+    launch(module, name, x.device, (_cdiv(args.N, block),), block, args, smem)
     return out
 
 
@@ -220,12 +203,13 @@ def conv_backward(
     deterministic: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """grad_x and the per-channel [C, k+1] sums of the weight (first k) and bias gradients."""
-    n_t, channels, positions, columns, k = _conv_shapes(x, weight, dilation)
+    _check_time_range(x, weight, dilation)
+    channels, k = x.shape[2], weight.shape[1]
     grad_x = torch.empty_like(x)
     if x.numel() == 0:
         return grad_x, x.new_zeros((channels, k + 1), dtype=torch.float32)
-    w = weight.float().contiguous()
     module, name = conv_bwd_spec(x.dtype, k, mode, sg)
+    columns, positions = x.shape[1] * x.shape[3], x.shape[3]
     block = _host.conv_block(columns, channels, positions)
     grid = _host.conv_grid(columns, channels, block)
     generic = module.window == _source.GENERIC_K
@@ -236,16 +220,19 @@ def conv_backward(
     else:
         partial = None
         gwb = x.new_zeros((channels, k + 1), dtype=torch.float32)
-    c0 = c0.float().contiguous()
-    w_stride, b_stride = _per_channel_strides(w, c0, channels)
-    args = (
-        ptr(grad_s), ptr(x), ptr(history), ptr(grad_x), ptr(w), ptr(c0), ptr(c1), ptr(c2),
-        np.int32(sg), np.float32(params[0]), np.float32(params[1]), np.float32(params[2]),
-        ptr(gwb), ptr(partial), ptr(scratch), np.int32(n_t), np.int32(channels),
-        np.int64(positions), np.int64(columns), np.int32(k), np.int32(dilation), w_stride,
-        b_stride,
-    )  # fmt: skip
-    launch(module, name, x.device, grid, block, args, _host.conv_bwd_smem(block, module.window))
+    args = _args.conv_bwd(
+        grad_s,
+        x,
+        history,
+        grad_x,
+        weight,
+        (c0, c1, c2),
+        (sg, params),
+        (gwb, partial, scratch),
+        dilation,
+    )
+    smem = _host.conv_bwd_smem(block, module.window)
+    launch(module, name, x.device, grid, block, args, smem)
     if deterministic:
         gwb = _host.reduce_partials(partial)
     return grad_x, gwb
@@ -254,20 +241,17 @@ def conv_backward(
 def conv_stats(
     x: torch.Tensor, weight: torch.Tensor, history: torch.Tensor | None, dilation: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    n_t, channels, positions, columns, k = _conv_shapes(x, weight, dilation)
+    _check_time_range(x, weight, dilation)
+    channels = x.shape[2]
     if x.numel() == 0:
         nan = x.new_full((channels,), float("nan"), dtype=torch.float32)
         return nan, nan.clone()
-    w = weight.float().contiguous()
-    module, name = conv_stats_spec(x.dtype, k)
+    module, name = conv_stats_spec(x.dtype, weight.shape[1])
+    columns, positions = x.shape[1] * x.shape[3], x.shape[3]
     block = _host.conv_block(columns, channels, positions)
     grid = _host.conv_grid(columns, channels, block)
     partial = x.new_empty((channels, grid[0], 3), dtype=torch.float32)
-    w_stride, _ = _per_channel_strides(w, w[:, 0], channels)
-    args = (
-        ptr(x), ptr(history), ptr(w), ptr(partial), np.int32(n_t), np.int32(channels),
-        np.int64(positions), np.int64(columns), np.int32(k), np.int32(dilation), w_stride,
-    )  # fmt: skip
+    args = _args.conv_stats_fwd(x, history, weight, partial, dilation)
     smem = _host.conv_stats_smem(block, module.window)
     launch(module, name, x.device, grid, block, args, smem)
     return _host.combine_stats(partial)
@@ -277,16 +261,13 @@ def conv_stats(
 
 
 def dense_fire_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    t_in, m = x.shape
-    out = x.new_empty((weight.shape[0], m))
+    out = x.new_empty((weight.shape[0], x.shape[1]))
     if out.numel() == 0:
         return out
-    w, b = weight.float().contiguous(), bias.float().contiguous()
-    t_out, block = w.shape[0], _host.MAX_BLOCK
-    module, name = dense_fwd_spec(x.dtype, t_in, t_out)
-    args = (ptr(x), ptr(out), ptr(w), ptr(b), np.int32(t_in), np.int32(t_out), np.int64(m))
-    smem = _host.dense_smem(t_out, module.window)
-    launch(module, name, x.device, (_cdiv(m, block),), block, args, smem)
+    args = _args.dense_fire_fwd(x, out, weight, bias)
+    module, name = dense_fwd_spec(x.dtype, args.t_in, args.t_out)
+    block, smem = _host.MAX_BLOCK, _host.dense_smem(args.t_out, module.window)
+    launch(module, name, x.device, (_cdiv(args.M, block),), block, args, smem)
     return out
 
 
@@ -299,19 +280,12 @@ def dense_backward(
     params: tuple[float, float, float],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """grad_x and g = dLoss/dH [T_out, M] in fp32 (for the weight-gradient GEMM)."""
-    t_in, m = x.shape
-    w, b = weight.float().contiguous(), bias.float().contiguous()
     grad_x = torch.empty_like(x)
-    g = x.new_empty((w.shape[0], m), dtype=torch.float32)
+    g = x.new_empty((weight.shape[0], x.shape[1]), dtype=torch.float32)
     if g.numel() == 0 or x.numel() == 0:
         return grad_x.zero_(), g.zero_()
-    block = _host.MAX_BLOCK
-    args = (
-        ptr(grad_s), ptr(x), ptr(w), ptr(b), np.int32(sg),
-        np.float32(params[0]), np.float32(params[1]), np.float32(params[2]),
-        ptr(g), ptr(grad_x), np.int32(t_in), np.int32(w.shape[0]), np.int64(m),
-    )  # fmt: skip
-    module, name = dense_bwd_spec(x.dtype, t_in, w.shape[0])
-    smem = _host.dense_smem(w.shape[0], module.window)
-    launch(module, name, x.device, (_cdiv(m, block),), block, args, smem)
+    args = _args.dense_fire_bwd(grad_s, x, weight, bias, (sg, params), g, grad_x)
+    module, name = dense_bwd_spec(x.dtype, args.t_in, args.t_out)
+    block, smem = _host.MAX_BLOCK, _host.dense_smem(args.t_out, module.window)
+    launch(module, name, x.device, (_cdiv(args.M, block),), block, args, smem)
     return grad_x, g

@@ -13,6 +13,35 @@ from ._source import MODE_FIRE, MODE_STATS
 
 NAMESPACE = "spikingjelly_psn"
 
+
+def _check_conv_shapes(x: Tensor, weight: Tensor, history: Tensor | None, dilation: int) -> None:
+    """The shapes the conv kernels read (a fake checks them as the real op's caller does)."""
+    torch._check(x.dim() == 4, lambda: f"x must be [T, B, C, S], got {tuple(x.shape)}")
+    torch._check(
+        weight.dim() == 2 and (weight.shape[0] == 1 or weight.shape[0] == x.shape[2]),
+        lambda: f"weight must be [C, k] or [1, k] with C={x.shape[2]}, got {tuple(weight.shape)}",
+    )
+    if history is not None:
+        expected = ((weight.shape[1] - 1) * dilation, *x.shape[1:])
+        torch._check(
+            tuple(history.shape) == expected,
+            lambda: f"history has shape {tuple(history.shape)}, expected {expected}",
+        )
+
+
+def _check_dense_shapes(x: Tensor, weight: Tensor, bias: Tensor) -> None:
+    """x [T_in, M], weight [T_out, T_in], T_out bias elements."""
+    torch._check(
+        x.dim() == 2 and weight.dim() == 2 and weight.shape[1] == x.shape[0],
+        lambda: (
+            f"need x [T_in, M] and weight [T_out, T_in], got {tuple(x.shape)}, {tuple(weight.shape)}"
+        ),
+    )
+    torch._check(
+        bias.numel() == weight.shape[0], lambda: f"bias must have {weight.shape[0]} elements"
+    )
+
+
 # ---------------------------------------------------------------- causal conv + fire
 
 
@@ -36,6 +65,8 @@ def causal_conv_fire(
 
 @causal_conv_fire.register_fake
 def _(x, weight, bias, history, dilation, power_of_two, sg, p0, p1, p2, deterministic):
+    _check_conv_shapes(x, weight, history, dilation)
+    torch._check(bias.dim() == 1 and (bias.numel() == 1 or bias.numel() == x.shape[2]))
     return torch.empty_like(x)
 
 
@@ -66,6 +97,8 @@ def causal_conv_backward(
 
 @causal_conv_backward.register_fake
 def _(grad_s, x, weight, c0, c1, c2, history, dilation, mode, sg, p0, p1, p2, det):
+    _check_conv_shapes(x, weight, history, dilation)
+    torch._check(grad_s is None or grad_s.shape == x.shape, lambda: "grad_s must be shaped as x")
     return torch.empty_like(x), x.new_empty((x.shape[2], weight.shape[1] + 1), dtype=torch.float32)
 
 
@@ -101,6 +134,7 @@ def conv_channel_stats(
 
 @conv_channel_stats.register_fake
 def _(x, weight, history, dilation, deterministic):
+    _check_conv_shapes(x, weight, history, dilation)
     channels = x.shape[2]
     return x.new_empty((channels,), dtype=torch.float32), x.new_empty(
         (channels,), dtype=torch.float32
@@ -141,6 +175,7 @@ def dense_fire(
 
 @dense_fire.register_fake
 def _(x, weight, bias, sg, p0, p1, p2):
+    _check_dense_shapes(x, weight, bias)
     return x.new_empty((weight.shape[0], x.shape[1]))
 
 
@@ -161,6 +196,10 @@ def dense_backward(
 
 @dense_backward.register_fake
 def _(grad_s, x, weight, bias, sg, p0, p1, p2):
+    _check_dense_shapes(x, weight, bias)
+    torch._check(
+        tuple(grad_s.shape) == (weight.shape[0], x.shape[1]), lambda: "grad_s must be [T_out, M]"
+    )
     return torch.empty_like(x), x.new_empty((weight.shape[0], x.shape[1]), dtype=torch.float32)
 
 

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from . import _launch, _source, _surrogates, resources
+from spikingjelly_psn.ops import surrogates
+
+from . import _launch, _source, resources
 
 # ---------------------------------------------------------------- kernel cases
 
@@ -57,7 +59,7 @@ class Case:
                 _launch.conv_stats_spec(self.dtype, self.k),
                 _launch.conv_bwd_spec(self.dtype, self.k, _source.MODE_STATS, 0),
             }
-        sg = _surrogates.SURROGATES[self.surrogate][0]
+        sg = surrogates.SURROGATES[self.surrogate][0]
         return {
             _launch.conv_fwd_spec(self.dtype, self.k, self.power_of_two),
             _launch.conv_bwd_spec(self.dtype, self.k, _source.MODE_FIRE, sg),

@@ -164,7 +164,7 @@ __device__ __forceinline__ float psn_apply_tap(float x, int code) {
 }
 
 // ---------------------------------------------------------------- surrogate derivatives
-// The ids match spikingjelly_psn/ops/cupy/_surrogates.py; p0..p2 are the constants it derives
+// The ids match spikingjelly_psn/ops/surrogates.py; p0..p2 are the constants it derives
 // from the SpikingJelly surrogate's parameters.
 #define PSN_SG_ATAN 0
 #define PSN_SG_SIGMOID 1

@@ -30,6 +30,23 @@ from spikingjelly_psn.ops.fast.toeplitz import tap_map, toeplitz
 
 __all__ = ["causal_conv_fire", "conv_channel_stats", "dense_fire"]
 
+# The backend declaration read by spikingjelly_psn.ops.backends.
+NAME = "torch"
+OPS: tuple[str, ...] = tuple(__all__)
+SINGLE_STEP = True
+EXTRAS: dict[str, list[str]] = {}
+
+
+def missing_library() -> str | None:
+    """None: PyTorch is always installed."""
+    return None
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    """None: PyTorch runs on every device."""
+    return None
+
+
 #: A shared-weight (sliding PSN) sequence up to this size runs as a dense PSN with its Toeplitz
 #: matrix; bigger ones run block by block (cache-sized backward, less scratch).
 DENSE_SHARED_BYTES = 8 << 20

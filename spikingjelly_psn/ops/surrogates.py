@@ -1,7 +1,8 @@
-"""Which SpikingJelly surrogates the kernels implement, and the constants each one needs.
+"""The SpikingJelly surrogates a compiled backend implements, and the constants each one needs.
 
-A surrogate maps to an id (the ``PSN_SG_*`` numbers of ``psn_common.cuh``) and three fp32
-constants derived from its parameters the way SpikingJelly's backward derives them.
+A surrogate maps to an id (the ``PSN_SG_*`` numbers of the CUDA kernels' ``psn_common.cuh``) and
+three fp32 constants derived from its parameters the way SpikingJelly's backward derives them.
+Backend-neutral: any kernel backend takes the same (id, constants).
 """
 
 from __future__ import annotations
@@ -70,19 +71,20 @@ def supported() -> str:
     return ", ".join(f"surrogate.{name}" for name in SURROGATES)
 
 
-def encode(surrogate_function) -> tuple[int, Params]:
-    """(kernel id, fp32-ready constants) of a SpikingJelly surrogate, or a ValueError."""
+def encode(surrogate_function, backend: str) -> tuple[int, Params]:
+    """(kernel id, fp32-ready constants) of a SpikingJelly surrogate, or a ValueError naming
+    ``backend``."""
     name = type(surrogate_function).__name__
     entry = SURROGATES.get(name)
     if entry is None or type(surrogate_function) is not getattr(sj, name, None):
         raise ValueError(
-            f"backend='cupy' does not support the surrogate {surrogate_function!r}; it supports "
+            f"backend={backend!r} does not support the surrogate {surrogate_function!r}; it supports "
             f"SpikingJelly surrogates with a closed-form derivative: {supported()}. "
             "Use one of them, or backend='torch'."
         )
     if not getattr(surrogate_function, "spiking", True):
         raise ValueError(
-            f"backend='cupy' needs a spiking surrogate (spiking=True), got {surrogate_function!r}."
+            f"backend={backend!r} needs a spiking surrogate (spiking=True), got {surrogate_function!r}."
         )
     sg_id, names, constants = entry
     values = []
@@ -90,7 +92,7 @@ def encode(surrogate_function) -> tuple[int, Params]:
         value = getattr(surrogate_function, param)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ValueError(
-                f"backend='cupy' needs {name}.{param} to be a Python number, got "
+                f"backend={backend!r} needs {name}.{param} to be a Python number, got "
                 f"{type(value).__name__}; a tensor-valued parameter is not supported."
             )
         values.append(value)
