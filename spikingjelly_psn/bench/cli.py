@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from spikingjelly_psn import catalog
+from spikingjelly_psn.arg_types import non_negative_int, positive_int, positive_ints
 
 QUICK = {"Ts": [4, 8], "Ns": [4096, 16384], "dtypes": ["fp32"], "rounds": 51, "warmup": 2}
 QUICK_CPU_THREADS = 1
@@ -53,35 +54,6 @@ def _choices(allowed: tuple[str, ...], aliases: dict[str, str] | None = None) ->
     return parse
 
 
-def _positive_ints(text: str) -> list[int]:
-    try:
-        values = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return list(dict.fromkeys(values))
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The option parser of ``spikingjelly-psn bench``."""
     from .cases import NEURONS, PLUGIN_BACKENDS
@@ -111,27 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--T",
         dest="Ts",
-        type=_positive_ints,
+        type=positive_ints,
         metavar="T[,T...]",
         help="time-steps (default 4,8,16,32,64; --quick: 4,8)",
     )
     p.add_argument(
         "--N",
         dest="Ns",
-        type=_positive_ints,
+        type=positive_ints,
         metavar="N[,N...]",
         help="neurons per time-step N' (default 2^16,2^18,...,2^24; --quick: 4096,16384)",
     )
     p.add_argument(
         "--k",
-        type=_positive_int,
+        type=positive_int,
         default=4,
         help="order of masked/sliding PSN and MFPSN (masked uses min(k, T)); default 4",
     )
-    p.add_argument("--dilation", type=_positive_int, default=1, help="MFPSN dilation; default 1")
+    p.add_argument("--dilation", type=positive_int, default=1, help="MFPSN dilation; default 1")
     p.add_argument(
         "--channels",
-        type=_positive_int,
+        type=positive_int,
         default=64,
         help="MFPSN channels C; its input is [T, B, C, H, W] with B*C*H*W = N' (default 64)",
     )
@@ -162,19 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds",
         "--repeats",
         dest="rounds",
-        type=_positive_int,
+        type=positive_int,
         help="rounds; each times every case of a (dtype, T, N', mode) once, in a shuffled order "
         "(default 100; --quick 51)",
     )
     p.add_argument(
         "--warmup",
-        type=_non_negative_int,
+        type=non_negative_int,
         help="untimed calls after the first (default 10; --quick 2)",
     )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         help="CPU threads of PyTorch (default: PyTorch's; --quick on a CPU: 1, which "
         "keeps timings stable on a shared machine)",
     )

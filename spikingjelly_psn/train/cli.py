@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..arg_types import positive_int
 from .config import Config, ConfigError, check_paths, load_config, read_yaml
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
     p.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="train N epochs in all (overrides train.epochs); with --resume, extend a run to N",
     )
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="PyTorch CPU threads (default: 1 on a CPU, or OMP_NUM_THREADS when set; "
         "PyTorch's own on a GPU)",
@@ -69,17 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate a tiny fake copy of the data set in a temporary folder and use it",
     )
     return p
-
-
-def _positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def default_config_path() -> Path:
