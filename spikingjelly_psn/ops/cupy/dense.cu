@@ -41,6 +41,19 @@ __device__ __forceinline__ float psn_dense_dot(const float* row, const float (&x
     return h;
 }
 
+// Stages the weights in shared memory (the block's only barrier), then loads column m of x,
+// steps 0..t_in-1, into registers (zeros past t_in). False for a thread past the last column.
+template <typename scalar_t, int TI>
+__device__ __forceinline__ bool psn_dense_stage(float* rows, float (&xc)[TI], const float* weight,
+                                                const scalar_t* x, int t_in, int t_out,
+                                                psn_index M, psn_index m) {
+    psn_dense_stage_weights<TI>(rows, weight, t_in, t_out);
+    if (m >= M) return false;
+#pragma unroll
+    for (int i = 0; i < TI; ++i) xc[i] = i < t_in ? psn_load(x + (psn_index)i * M + m) : 0.0f;
+    return true;
+}
+
 // Charge of output step t of one column read from memory (TI = 0).
 template <typename scalar_t>
 __device__ __forceinline__ float psn_dense_charge(const scalar_t* x, const float* w, int t,
@@ -60,11 +73,8 @@ __global__ void __launch_bounds__(256, 4)
     psn_index m = (psn_index)blockIdx.x * blockDim.x + threadIdx.x;
     if constexpr (TI > 0) {
         PSN_SHARED_FLOATS(rows);
-        psn_dense_stage_weights<TI>(rows, weight, t_in, t_out);
-        if (m >= M) return;  // after the block's only barrier
         float xc[TI];
-#pragma unroll
-        for (int i = 0; i < TI; ++i) xc[i] = i < t_in ? psn_load(x + (psn_index)i * M + m) : 0.0f;
+        if (!psn_dense_stage<scalar_t, TI>(rows, xc, weight, x, t_in, t_out, M, m)) return;
 #pragma unroll 1
         for (int t = 0; t < t_out; ++t) {
             float h = psn_dense_dot<TI>(rows + t * TI, xc) + bias[t];
@@ -91,11 +101,8 @@ __global__ void __launch_bounds__(256, 4)
     psn_index m = (psn_index)blockIdx.x * blockDim.x + threadIdx.x;
     if constexpr (TI > 0) {
         PSN_SHARED_FLOATS(rows);
-        psn_dense_stage_weights<TI>(rows, weight, t_in, t_out);
-        if (m >= M) return;  // after the block's only barrier
         float xc[TI];
-#pragma unroll
-        for (int i = 0; i < TI; ++i) xc[i] = i < t_in ? psn_load(x + (psn_index)i * M + m) : 0.0f;
+        if (!psn_dense_stage<scalar_t, TI>(rows, xc, weight, x, t_in, t_out, M, m)) return;
         for (int t = 0; t < t_out; ++t) {
             float h = psn_dense_dot<TI>(rows + t * TI, xc) + bias[t];
             g[(psn_index)t * M + m] =
