@@ -24,6 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this clone's package, which the runs below use too
+sys.path.insert(0, str(ROOT / "scripts"))
+from train_command import timed_train  # noqa: E402
+
 DEFAULT_CONFIG = "digits_mfpsn.yaml"
 
 
@@ -57,15 +60,7 @@ def train(config: Path, out: Path, threads: int, overrides: list[str]) -> Result
     """Run one recipe as its own command and read back its metrics."""
     import yaml
 
-    command = [sys.executable, "-m", "spikingjelly_psn.train", "--config", str(config)]
-    command += ["--threads", str(threads), "--out", str(out)]
-    if overrides:
-        command += ["--set", *overrides]
-    start = time.perf_counter()
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"{config.name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    seconds = timed_train(["--config", str(config)], threads, out, overrides, config.name)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     neuron = yaml.safe_load((out / "config.yaml").read_text())["neuron"]
     accuracies = [r["test_acc"] for r in rows]

@@ -24,6 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this clone's package, which the runs below use too
+sys.path.insert(0, str(ROOT / "scripts"))
+from train_command import timed_train  # noqa: E402
+
 NEIGHBOURS = {"alone": False, "busy": True}
 
 
@@ -45,16 +48,9 @@ def neighbour(busy: bool) -> Iterator[None]:
 def timed_run(threads: int, epochs: int, overrides: list[str]) -> float:
     """Wall time of one default training command, in seconds."""
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "spikingjelly_psn.train", "--epochs", str(epochs)]
-        command += ["--threads", str(threads), "--out", str(Path(tmp) / "run")]
-        if overrides:
-            command += ["--set", *overrides]
-        start = time.perf_counter()
-        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"the run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return seconds
+        return timed_train(
+            ["--epochs", str(epochs)], threads, Path(tmp) / "run", overrides, "the run"
+        )
 
 
 def cell(times: list[float]) -> str:
