@@ -97,11 +97,10 @@ def groups(cfg: SweepConfig) -> list[Group]:
     ]
 
 
-def plan(cfg: SweepConfig) -> list[tuple[str, int, int, str, str, str]]:
-    """Rows to measure, as ``(dtype, T, N', neuron, backend, mode)``, group by group."""
+def pairs(cfg: SweepConfig) -> list[tuple[str, str]]:
+    """The ``(neuron, backend)`` cases of every group."""
     return [
-        (g.dtype, g.T, g.n_prime, neuron, backend, g.mode)
-        for g in groups(cfg)
+        (neuron, backend)
         for neuron in cfg.neurons
         for backend in backends_for(neuron, cfg.backends)
     ]
@@ -321,19 +320,15 @@ def _timing_columns(
     return columns
 
 
-def _key(neuron: str, backend: str) -> tuple[str, str]:
-    return neuron, backend
-
-
 def _relative_columns(
     neuron: str, backend: str, timed: Contender, by_key: dict[tuple[str, str], Contender]
 ) -> dict[str, object]:
     """Per-round ratios against LIF and against SpikingJelly's class of the same name."""
     columns: dict[str, object] = {}
-    lif = by_key.get(_key("lif", BASELINE_BACKEND))
+    lif = by_key.get(("lif", BASELINE_BACKEND))
     if lif is not None:
         columns.update(_spread_columns("speedup_vs_lif", ratio_spread(lif.times, timed.times)))
-    twin = by_key.get(_key(TWINS[neuron], BASELINE_BACKEND)) if neuron in TWINS else None
+    twin = by_key.get((TWINS[neuron], BASELINE_BACKEND)) if neuron in TWINS else None
     if twin is not None:
         columns.update(_spread_columns("time_vs_sj", ratio_spread(timed.times, twin.times)))
     return columns
@@ -342,14 +337,10 @@ def _relative_columns(
 def _run_group(
     cfg: SweepConfig, group: Group, cache_bytes: int, rng: random.Random, bar: tqdm
 ) -> list[dict[str, object]]:
-    specs = [
-        (neuron, backend)
-        for neuron in cfg.neurons
-        for backend in backends_for(neuron, cfg.backends)
-    ]
+    specs = pairs(cfg)
     rows: dict[tuple[str, str], dict[str, object]] = {}
     for neuron, backend in specs:
-        rows[_key(neuron, backend)] = {
+        rows[(neuron, backend)] = {
             "neuron": neuron,
             "backend": backend,
             "dtype": group.dtype,
@@ -381,10 +372,10 @@ def _run_group(
         bar.set_postfix_str(
             f"{neuron}/{backend} {group.dtype} T={group.T} N'={group.n_prime} {group.mode}"
         )
-        row = rows[_key(neuron, backend)]
+        row = rows[(neuron, backend)]
         row["rotation_bytes"] = rotation
         try:
-            contenders[_key(neuron, backend)], measured = _prepare_case(
+            contenders[(neuron, backend)], measured = _prepare_case(
                 cfg, spec_of(neuron, backend), group, inputs, grads
             )
             row.update(measured)
@@ -425,7 +416,10 @@ def run_sweep(cfg: SweepConfig, info: dict[str, str]) -> list[dict[str, object]]
     cache_bytes = last_level_cache_bytes(cfg.device)
     rng = random.Random(cfg.seed)
     with tqdm(
-        total=len(plan(cfg)), desc="bench", unit="row", disable=None if cfg.progress else True
+        total=len(groups(cfg)) * len(pairs(cfg)),
+        desc="bench",
+        unit="row",
+        disable=None if cfg.progress else True,
     ) as bar:
         for group in groups(cfg):
             for row in _run_group(cfg, group, cache_bytes, rng, bar):
