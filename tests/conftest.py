@@ -110,19 +110,19 @@ class Interrupted(RuntimeError):
 def interrupt_training(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], type[Interrupted]]:
     """``interrupt_training(n)``: training raises :class:`Interrupted` right after its n-th
     batch, as a kill would stop it; returns the exception type to expect."""
-    from spikingjelly_psn.train.trainer import Trainer
+    from spikingjelly_psn.train import steps
 
     def after(batches: int) -> type[Interrupted]:
-        step, done = Trainer._train_step, [0]
+        step, done = steps.train_step, [0]
 
-        def counted(self, x, y):
-            result = step(self, x, y)
+        def counted(kit, x, y):
+            result = step(kit, x, y)
             done[0] += 1
             if done[0] >= batches:
                 raise Interrupted(f"stopped after {batches} batches")
             return result
 
-        monkeypatch.setattr(Trainer, "_train_step", counted)
+        monkeypatch.setattr(steps, "train_step", counted)
         return Interrupted
 
     return after

@@ -11,10 +11,10 @@ import tiny_run
 import torch
 
 from spikingjelly_psn.train import checkpoint as ckpt
-from spikingjelly_psn.train import trainer as trainer_module
+from spikingjelly_psn.train import steps
 from spikingjelly_psn.train.cli import main
 from spikingjelly_psn.train.runfolder import claim
-from spikingjelly_psn.train.trainer import nonfinite_tensors
+from spikingjelly_psn.train.steps import nonfinite_tensors
 
 # 48 samples in batches of 16: 3 batches per epoch.
 TINY = [*tiny_run.TINY, "neuron.k=2", *tiny_run.QUIET]
@@ -30,7 +30,7 @@ def _epochs(out):
 
 def _nan_loss_in_batches(monkeypatch, batches):
     """Make the training loss NaN in the given (1-based, counted over the run) batches."""
-    real, calls = trainer_module.loss_fn, [0]
+    real, calls = steps.loss_fn, [0]
 
     def loss_fn(out, target, optim, train):
         loss = real(out, target, optim, train=train)
@@ -40,7 +40,7 @@ def _nan_loss_in_batches(monkeypatch, batches):
                 return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(trainer_module, "loss_fn", loss_fn)
+    monkeypatch.setattr(steps, "loss_fn", loss_fn)
 
 
 def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(

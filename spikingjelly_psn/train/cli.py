@@ -148,7 +148,8 @@ def _execute(cfg: Config, args: argparse.Namespace) -> int:
     from .dist import dist_info, init_distributed, shutdown, wait_for_all
     from .machine import default_threads, resolve_device, set_threads
     from .runfolder import claim
-    from .trainer import Diverged, Trainer
+    from .steps import Diverged
+    from .trainer import Trainer
 
     _quiet_spikingjelly_logs()
     info = dist_info()

@@ -1,4 +1,4 @@
-"""What a run leaves behind: metrics.jsonl, TensorBoard events, a learning curve, a summary."""
+"""What a run leaves in its folder: metrics.jsonl, TensorBoard events, a learning curve."""
 
 from __future__ import annotations
 
@@ -109,23 +109,3 @@ def accuracy_limits(history: list[dict[str, Any]]) -> tuple[float, float]:
     low, high = min(values), max(values)
     margin = max(0.1 * (high - low), 1.0)
     return max(0.0, low - margin), min(high + margin, 101.0)
-
-
-def epoch_line(row: dict[str, Any], epochs: int) -> str:
-    """The console line of one epoch's ``metrics.jsonl`` row."""
-    lam = f"  lambda {row['lambda']:.3f}" if "lambda" in row else ""
-    return (
-        f"epoch {row['epoch']:>3}/{epochs}  "
-        f"train loss {row['train_loss']:.4f} acc {row['train_acc']:6.2f}%  "
-        f"test loss {row['test_loss']:.4f} acc {row['test_acc']:6.2f}%  "
-        f"{row['samples_per_s']:.0f} samples/s  {row['epoch_time_s']:.1f}s{lam}"
-    )
-
-
-def summary_table(rows: list[tuple[str, str]]) -> str:
-    """A two-column text table."""
-    width = max(len(k) for k, _ in rows)
-    vwidth = max(len(v) for _, v in rows)
-    line = "+" + "-" * (width + 2) + "+" + "-" * (vwidth + 2) + "+"
-    body = [f"| {k:<{width}} | {v:<{vwidth}} |" for k, v in rows]
-    return "\n".join([line, *body, line])
