@@ -21,6 +21,7 @@ from spikingjelly_psn.ops import backends, fast, reference
 from spikingjelly_psn.ops.fast import blocks
 from spikingjelly_psn.ops.fast.blocks import Blocking
 from spikingjelly_psn.ops.fast.firing import LeanATan, strategy
+from spikingjelly_psn.ops.quantize import quantize_power_of_two
 
 
 class Identity(torch.nn.Module):
@@ -352,12 +353,131 @@ def test_gradcheck_dense_fire_with_the_generic_surrogate():
     _gradcheck(lambda *a: fast.dense_fire(*a, SMOOTH), x, w, b)
 
 
+# ------------------------------------------------------------------ batch-norm threshold
+
+
+def _bn_fold(quantize: bool):
+    """MFPSN's fold: ``(Q(gamma·W/√(σ²+eps)), beta − gamma·μ/√(σ²+eps))``."""
+
+    def fold(mean, var, weight, gamma, beta):
+        scale = gamma * torch.rsqrt(var + 1e-5)
+        folded = weight * scale[:, None]
+        return (quantize_power_of_two(folded) if quantize else folded), beta - mean * scale
+
+    return fold
+
+
+def _bn_params(C: int, k: int, dtype: torch.dtype, seed: int, frozen: tuple[str, ...] = ()):
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(C, k, generator=g, dtype=torch.float64)
+    gamma = torch.rand(C, generator=g, dtype=torch.float64) + 0.5
+    beta = torch.randn(C, generator=g, dtype=torch.float64)
+    named = {"weight": weight, "gamma": gamma, "beta": beta}
+    return [t.to(dtype).requires_grad_(name not in frozen) for name, t in named.items()]
+
+
+def _composed(x, params, fold, d, sg, history=None):
+    """The reference: statistics, fold and firing as three differentiable steps."""
+    mean, var = reference.conv_channel_stats(x, params[0], d, history)
+    folded_weight, folded_bias = fold(mean, var, *params)
+    return reference.causal_conv_fire(x, folded_weight, folded_bias, d, sg, history), mean, var
+
+
+@pytest.fixture
+def always_fused(monkeypatch):
+    """Take the fused path on inputs of any size (it needs ``numel ≥ MOMENTS_FRACTION·C·T²``)."""
+    monkeypatch.setattr(fast, "MOMENTS_FRACTION", 0)
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("quantize", [False, True])
+@pytest.mark.parametrize("frozen", [(), ("gamma",), ("weight", "beta")])
+def test_batchnorm_conv_fire_matches_the_composed_reference(
+    block_size, always_fused, case, quantize, frozen
+):
+    """Float64: equal to the reference to ~1e-10. Float32: as close to the float64 result as
+    the reference computed in float32 (within 4x its error: other sums, same rounding). The
+    values are O(1); the floors are absolute, as the batch norm's gradients cancel to ~0."""
+    T, B, C, S, k, d = case
+    fold = _bn_fold(quantize)
+
+    def run(dtype, op):
+        x, _, _, _ = _inputs(*case, dtype, False, seed=12, requires_grad=True)
+        params = _bn_params(C, k, dtype, seed=13, frozen=frozen)
+        out = op(x, params)
+        upstream = torch.linspace(-1, 1, x.numel(), dtype=dtype).view_as(x)
+        inputs = [x, *(p for p in params if p.requires_grad)]
+        grads = torch.autograd.grad(out[0], inputs, upstream)
+        return [t.double() for t in (*out, *grads)], out[0].grad_fn.name()
+
+    def fused(x, params):
+        return fast.batchnorm_conv_fire(x, params[0], fold, tuple(params), d, SMOOTH)
+
+    def composed(x, params):
+        return _composed(x, params, fold, d, SMOOTH)
+
+    exact, _ = run(torch.float64, composed)
+    got64, name = run(torch.float64, fused)
+    assert name == "BatchNormConvFireBackward"
+    for a, r in zip(got64, exact):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10 * max(1.0, r.abs().max().item()))
+    got32, _ = run(torch.float32, fused)
+    composed32, _ = run(torch.float32, composed)
+    for a, c, r in zip(got32, composed32, exact):
+        bound = 4 * (c - r).abs().max().item() + 1e-6 * max(1.0, r.abs().max().item())
+        assert (a - r).abs().max().item() <= bound
+
+
+def test_batchnorm_conv_fire_with_the_lean_surrogate_and_no_input_gradient(always_fused):
+    """Spiking ATan (in place) and an input that needs no gradient (a network's first layer)."""
+    T, B, C, S, k, d = 24, 3, 4, 70, 4, 2
+    fold = _bn_fold(True)
+    x, _, _, _ = _inputs(T, B, C, S, k, d, torch.float64, False, seed=14)
+    params = _bn_params(C, k, torch.float64, seed=15)
+    got = fast.batchnorm_conv_fire(x, params[0], fold, tuple(params), d, SPIKING)
+    want = _composed(x, params, fold, d, SPIKING)
+    assert torch.equal(got[0], want[0])
+    upstream = torch.randn_like(x)
+    grads = torch.autograd.grad(got[0], params, upstream)
+    for a, r in zip(grads, torch.autograd.grad(want[0], params, upstream)):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10 * r.abs().max().item())
+
+
+def test_gradcheck_batchnorm_conv_fire(always_fused):
+    T, B, C, S, k, d = 9, 2, 3, 4, 3, 2
+    x, _, _, _ = _inputs(T, B, C, S, k, d, torch.float64, False, seed=16, requires_grad=True)
+    params = _bn_params(C, k, torch.float64, seed=17)
+    fold = _bn_fold(False)
+    _gradcheck(lambda x, *p: fast.batchnorm_conv_fire(x, p[0], fold, p, d, SMOOTH)[0], x, *params)
+
+
+@pytest.mark.parametrize("why", ["history", "no gradient", "small input"])
+def test_batchnorm_conv_fire_composes_where_fusing_does_not_pay(why):
+    """With a history (streaming), without gradients, or when the moments' ``[C, T, T]``
+    matrices are not small next to the input, the three steps run one after the other."""
+    T, B, C, S, k, d = 16, 2, 3, 64, 3, 1
+    x, _, _, h = _inputs(T, B, C, S, k, d, torch.float64, True, seed=18, requires_grad=True)
+    params = _bn_params(C, k, torch.float64, seed=19)
+    history = h if why == "history" else None
+    if why == "small input":
+        x = x[:, :1, :, :8]
+    fold = _bn_fold(True)
+    with torch.set_grad_enabled(why != "no gradient"):
+        got = fast.batchnorm_conv_fire(x, params[0], fold, tuple(params), d, SMOOTH, history)
+        want = _composed(x, params, fold, d, SMOOTH, history)
+    if why != "no gradient":
+        assert got[0].grad_fn.name() == "CausalConvFireBackward"
+    for a, r in zip(got, want):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+
+
 # ------------------------------------------------------------------ allocations
 
 
 def test_a_training_step_allocates_its_results_and_little_else():
     """Only x is saved and the charge is recomputed: a forward and backward allocate the spikes,
     the input gradient (and the charge once more for the unblocked dense ops) plus small scratch,
+    also with MFPSN's batch-norm threshold,
     where SpikingJelly's autograd allocates about 9 times the input (bench: ``alloc_ratio``)."""
     from spikingjelly_psn.bench.memory import allocated_bytes
 
@@ -380,7 +500,17 @@ def test_a_training_step_allocates_its_results_and_little_else():
         spikes = fast.dense_fire(x.view(32, -1), dense_w, dense_b, SPIKING)
         return torch.autograd.grad(spikes, [x, dense_w, dense_b], upstream.view(32, -1))
 
+    gamma, beta = torch.ones(16, requires_grad=True), torch.zeros(16, requires_grad=True)
+
+    def batchnorm():
+        fold = _bn_fold(True)
+        spikes, _, _ = fast.batchnorm_conv_fire(x, w, fold, (w, gamma, beta), 1, SPIKING)
+        return torch.autograd.grad(spikes, [x, w, gamma, beta], upstream)
+
     assert allocated_bytes(per_channel, cpu) <= 2.5 * x.nbytes
+    # one input gradient: the statistics' part is added to the firing's in place (the three
+    # steps one after the other allocate 3.65x: a second input gradient)
+    assert allocated_bytes(batchnorm, cpu) <= 2.75 * x.nbytes
     assert allocated_bytes(statistics, cpu) <= 1.5 * x.nbytes
     assert allocated_bytes(dense, cpu) <= 3.1 * x.nbytes
 

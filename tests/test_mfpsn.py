@@ -1,5 +1,6 @@
 """MFPSN against an independent loop-over-time implementation of docs/design.md §1."""
 
+import copy
 import functools
 import math
 
@@ -8,7 +9,7 @@ import torch
 from spikingjelly.activation_based import functional, surrogate
 
 from spikingjelly_psn import MFPSN as SingleStepDefaultMFPSN
-from spikingjelly_psn import materialize, sawtooth_dilations
+from spikingjelly_psn import materialize, ops, sawtooth_dilations
 from spikingjelly_psn.ops.quantize import quantize_power_of_two
 
 SMOOTH = surrogate.ATan(spiking=False)
@@ -130,6 +131,57 @@ def test_gradients_flow_through_batch_statistics():
     assert not torch.allclose(g_full, g_detached)
 
 
+def _ran_fused(spikes: torch.Tensor) -> bool:
+    """Whether the spikes came from the fused batch-norm op (under the neuron's reshapes)."""
+    node = spikes.grad_fn
+    while node.name() == "ViewBackward0":
+        node = node.next_functions[0][0]
+    return node.name() == "BatchNormConvFireBackward"
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_gradcheck_through_batch_statistics_fused_or_not(fused, monkeypatch):
+    """The torch backend fuses statistics, fold and firing into one autograd function on
+    large inputs (``MOMENTS_FRACTION``); forced on or off here, on a small one."""
+    monkeypatch.setattr(ops.fast, "MOMENTS_FRACTION", 0 if fused else 10**9)
+    torch.manual_seed(3)
+    x = torch.randn(7, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    neuron = MFPSN(3, dilation=2, channels=3, quantize=False, surrogate_function=SMOOTH).double()
+    with torch.no_grad():
+        neuron.gamma.uniform_(0.5, 2.0), neuron.beta.uniform_(-1.0, 1.0)
+    assert _ran_fused(neuron(x)) == fused
+    params = (x, neuron.weight, neuron.gamma, neuron.beta)
+    assert torch.autograd.gradcheck(lambda x, *_: neuron(x), params, eps=1e-6, atol=1e-6)
+
+
+def test_fused_and_separate_batch_norm_steps_train_alike(monkeypatch):
+    """Spikes, running statistics and every gradient of the fused op equal those of the three
+    steps run one after the other (a backend without the fused op)."""
+    torch.manual_seed(4)
+    x = torch.randn(16, 8, 6, 8, 8)
+    upstream = torch.randn_like(x)
+    twin = MFPSN(4, dilation=2, channels=6)
+    with torch.no_grad():
+        twin.weight.normal_(), twin.gamma.uniform_(0.5, 2.0), twin.beta.uniform_(-1.0, 1.0)
+    results = []
+    implements = ops.backends.implements
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(
+                ops.backends,
+                "implements",
+                lambda op, b: op != "batchnorm_conv_fire" and implements(op, b),
+            )
+        neuron, xi = copy.deepcopy(twin), x.clone().requires_grad_()
+        spikes = neuron(xi)
+        assert _ran_fused(spikes) == fused
+        spikes.backward(upstream)
+        grads = [xi.grad, neuron.weight.grad, neuron.gamma.grad, neuron.beta.grad]
+        results.append([spikes, neuron.running_mean, neuron.running_var, *grads])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 * b.abs().max().item())
+
+
 def test_straight_through_gradient_of_the_quantizer():
     w = torch.tensor([0.3, -0.7, 0.0, 5.0, 1e-3], requires_grad=True)
     q = quantize_power_of_two(w)
@@ -147,7 +199,7 @@ def test_quantized_weights_are_powers_of_two_in_training_and_eval():
     neuron = MFPSN(4, channels=3)
     x = torch.randn(8, 2, 3)
     mean, var = torch.zeros(3), torch.ones(3)
-    weight, _ = neuron._fold(mean, var)
+    weight, _ = neuron._fold(mean, var, neuron.weight, neuron.gamma, neuron.beta)
     nonzero = weight[weight != 0].abs()
     assert torch.equal(torch.exp2(torch.log2(nonzero).round()), nonzero)
     neuron(x)

@@ -201,11 +201,18 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
     def _quantized(self, w: torch.Tensor) -> torch.Tensor:
         return quantize_power_of_two(w, self.exp_min, self.exp_max) if self.quantize else w
 
-    def _fold(self, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fold(
+        self,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+        weight: torch.Tensor,
+        gamma: torch.Tensor,
+        beta: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch-norm statistics folded into the weights: ``(Q(W_f), b_f)``."""
-        scale = _wide(self.gamma) * torch.rsqrt(var + self.eps)
-        weight = self._quantized(_wide(self.weight) * scale[:, None])
-        return weight, _wide(self.beta) - mean * scale
+        scale = _wide(gamma) * torch.rsqrt(var + self.eps)
+        folded = self._quantized(_wide(weight) * scale[:, None])
+        return folded, _wide(beta) - mean * scale
 
     def _eval_constants(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Weights and bias of the eval-mode neuron.
@@ -215,7 +222,9 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
         """
         if self.threshold == "learnable":
             return self._quantized(_wide(self.weight)), _wide(self.bias)
-        return self._fold(_wide(self.running_mean), _wide(self.running_var))
+        return self._fold(
+            _wide(self.running_mean), _wide(self.running_var), self.weight, self.gamma, self.beta
+        )
 
     def export_integer(self) -> dict[str, torch.Tensor | int]:
         """The eval-mode neuron for shift-and-add hardware: per channel and tap the sign and
@@ -300,10 +309,13 @@ class MFPSN(LazyModuleMixin, PSNFamilyMixin, base.MemoryModule):
                     f"MFPSN with threshold='bn' got an empty batch (shape {tuple(x_seq.shape)}) "
                     "in training; batch statistics need at least one value per channel."
                 )
-            mean, var = ops.conv_channel_stats(x4, self.weight, self.dilation, h4, self.backend)
+            spikes, mean, var = ops.batchnorm_conv_fire(
+                x4, self.weight, self._fold, (self.weight, self.gamma, self.beta),
+                self.dilation, self.surrogate_function, h4, self.quantize, self.backend,
+            )  # fmt: skip
             self._update_running_stats(mean, var, x4.numel() // C)
-            weight, bias = self._fold(mean, var)
-        elif self.training:
+            return spikes.view(x_seq.shape)
+        if self.training:
             weight, bias = self._quantized(_wide(self.weight)), _wide(self.bias)
         else:
             weight, bias = self._eval_constants()

@@ -14,6 +14,8 @@ Canonical layouts (the neurons reshape to them):
   ``history [L, B, C, S]`` holds the ``L = (k-1)*dilation`` inputs before ``x[0]`` (zeros where none).
 - ``conv_channel_stats``: the per-channel mean and biased variance of the same charge (no bias),
   reduced over ``T, B, S``: what MFPSN's batch-norm threshold needs.
+- ``batchnorm_conv_fire``: the statistics folded into the weights and fired (MFPSN's batch-norm
+  threshold in training), one op where the backend fuses them.
 """
 
 from __future__ import annotations
@@ -63,3 +65,33 @@ def conv_channel_stats(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and biased variance (fp32) of the causal convolution, differentiable."""
     return backends.op("conv_channel_stats", backend)(x, weight, dilation, history)
+
+
+def batchnorm_conv_fire(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    fold,
+    fold_params: tuple[torch.Tensor, ...],
+    dilation: int,
+    surrogate_function,
+    history: torch.Tensor | None = None,
+    power_of_two: bool = False,
+    backend: str = "torch",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MFPSN's batch-norm threshold in training: ``(spikes, mean, var)``.
+
+    The statistics of the charge under ``weight`` become the firing weights and bias through
+    ``fold(mean, var, *fold_params)`` (differentiable; gradients reach ``fold_params``), which
+    then fire as :func:`causal_conv_fire` (``power_of_two``: as there). A backend may do the
+    three as one op; otherwise they run one after the other.
+    """
+    if backends.implements("batchnorm_conv_fire", backend):
+        return backends.op("batchnorm_conv_fire", backend)(
+            x, weight, fold, fold_params, dilation, surrogate_function, history, power_of_two
+        )
+    mean, var = conv_channel_stats(x, weight, dilation, history, backend)
+    folded_weight, folded_bias = fold(mean, var, *fold_params)
+    spikes = causal_conv_fire(
+        x, folded_weight, folded_bias, dilation, surrogate_function, history, power_of_two, backend
+    )
+    return spikes, mean, var

@@ -3,7 +3,8 @@
 A backend is one package under ``ops/``, listed in :data:`PACKAGES`. Its module declares
 
 - ``NAME``: the value of ``backend=`` that selects it;
-- ``OPS``: the ops of :mod:`spikingjelly_psn.ops` it implements, as functions of the module;
+- ``OPS``: the ops of :mod:`spikingjelly_psn.ops` it implements, as functions of the module
+  (``batchnorm_conv_fire`` is optional: without it the statistics, fold and firing run in turn);
 - ``SINGLE_STEP``: whether it runs single steps too (if not, only whole sequences, ``step_mode='m'``);
 - ``EXTRAS``: the pip extras that install its library (``setup.py`` reads them as text);
 - ``missing_library() -> str | None``: why its library cannot be imported, with the install command;
@@ -63,6 +64,11 @@ def op(name: str, backend: str):
     if name not in module.OPS:
         raise NotImplementedError(f"backend={backend!r} does not implement {name}.")
     return getattr(module, name)
+
+
+def implements(op_name: str, backend: str) -> bool:
+    """Whether ``backend`` implements op ``op_name`` (an optional op may be composed instead)."""
+    return op_name in get(backend).OPS
 
 
 def missing_library(name: str) -> str | None:

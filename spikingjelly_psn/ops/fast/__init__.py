@@ -8,6 +8,8 @@ computed with GEMMs instead of one multiply and one add per tap:
   matrix as SpikingJelly's ``SlidingPSN``, so a whole sequence gives its spikes bit for bit.
 - ``causal_conv_fire`` with per-channel weights (MFPSN) and ``conv_channel_stats``: batched
   GEMMs on cache-sized blocks and time tiles, accumulated in fp32 (fp64 for fp64 inputs).
+- ``batchnorm_conv_fire``: the two above and the fold between them as one autograd function,
+  whose backward writes one input gradient instead of two.
 
 Each is an autograd function that saves only its inputs and recomputes the charge in the
 backward; with a spiking ``surrogate.ATan`` (the default) the surrogate gradient runs in place.
@@ -22,13 +24,14 @@ import torch
 
 from spikingjelly_psn.ops import reference
 from spikingjelly_psn.ops.fast.amp import autocast_dtype, autocast_like_addmm, no_autocast
+from spikingjelly_psn.ops.fast.batchnorm import BatchNormConvFire, Fold
 from spikingjelly_psn.ops.fast.conv import CausalConvFire, gemm_dtype, shared_charge
 from spikingjelly_psn.ops.fast.dense import DenseFire
 from spikingjelly_psn.ops.fast.firing import fire_, is_lean, strategy
 from spikingjelly_psn.ops.fast.stats import ConvChannelStats
 from spikingjelly_psn.ops.fast.toeplitz import tap_map, toeplitz
 
-__all__ = ["causal_conv_fire", "conv_channel_stats", "dense_fire"]
+__all__ = ["batchnorm_conv_fire", "causal_conv_fire", "conv_channel_stats", "dense_fire"]
 
 # The backend declaration read by spikingjelly_psn.ops.backends.
 NAME = "torch"
@@ -137,15 +140,48 @@ def conv_channel_stats(
         history = None
     if torch.compiler.is_compiling():
         return reference.conv_channel_stats(x, weight, dilation, history)
-    T, C = x.shape[0], x.shape[2]
-    weight = weight.expand(C, -1)
-    # the moments' backward holds two [C, T, T] matrices: worth it when they are small
-    moments = (
-        torch.is_grad_enabled()
-        and history is None
-        and (x.requires_grad or weight.requires_grad)
-        and x.numel() >= MOMENTS_FRACTION * C * T * T
-    )
+    weight = weight.expand(x.shape[2], -1)
+    moments = _use_moments(x, history, x, weight)
     with no_autocast(x):
         mean, var, _, _ = ConvChannelStats.apply(x.contiguous(), weight, history, dilation, moments)
     return mean, var
+
+
+def _use_moments(x: torch.Tensor, history: torch.Tensor | None, *inputs: torch.Tensor) -> bool:
+    """Whether the statistics' backward should use moments: a gradient is wanted and the
+    moments' two ``[C, T, T]`` matrices are small next to the input."""
+    T, C = x.shape[0], x.shape[2]
+    return (
+        history is None
+        and _needs_grad(*inputs)
+        and x.numel() >= MOMENTS_FRACTION * C * T * T
+    )
+
+
+def batchnorm_conv_fire(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    fold: Fold,
+    fold_params: tuple[torch.Tensor, ...],
+    dilation: int,
+    surrogate_function,
+    history: torch.Tensor | None = None,
+    power_of_two: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Spikes with the weights ``fold`` makes of the charge's batch statistics, and those
+    statistics; one autograd function when the statistics' backward uses moments."""
+    if (weight.shape[1] - 1) * dilation == 0:
+        history = None
+    if torch.compiler.is_compiling() or not _use_moments(x, history, x, weight, *fold_params):
+        mean, var = conv_channel_stats(x, weight, dilation, history)
+        folded_weight, folded_bias = fold(mean, var, *fold_params)
+        spikes = causal_conv_fire(
+            x, folded_weight, folded_bias, dilation, surrogate_function, history, power_of_two
+        )
+        return spikes, mean, var
+    with no_autocast(x):
+        spikes, mean, var, _, _ = BatchNormConvFire.apply(
+            x.contiguous(), weight.expand(x.shape[2], -1), dilation, strategy(surrogate_function), fold,
+            *fold_params,
+        )  # fmt: skip
+    return spikes, mean, var

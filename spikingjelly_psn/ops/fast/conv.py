@@ -76,21 +76,37 @@ class CausalConvFire(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes):
         x, weight, bias, history = ctx.saved_tensors
-        with no_autocast(x):
-            conv = BlockedConv(x, weight, history, ctx.dilation)
-            b = bias.to(conv.dtype).expand(weight.shape[0])
+        needs = ctx.needs_input_grad
+        grads = fire_backward(
+            x, weight, bias, history, ctx.dilation, ctx.firing, grad_spikes, needs[:4]
+        )
+        return *grads, None, None
 
-            def gradient(block, rows, h):
-                h.add_(conv.bias(b, block))
-                upstream = conv.blocking.view(grad_spikes, block)[:, rows]
-                return ctx.firing.grad(Blocking.unflat(h, block), upstream).reshape(h.shape)
 
-            needs = ctx.needs_input_grad
-            grad_x, grad_w, grad_b, grad_history = conv.backward(
-                gradient, (needs[0], needs[1], needs[2], needs[3])
-            )
-            if grad_w is not None:
-                grad_w = grad_w.to(weight.dtype)
-            if grad_b is not None:
-                grad_b = grad_b.sum_to_size(bias.shape).to(bias.dtype)
-            return grad_x, grad_w, grad_b, grad_history, None, None
+def fire_backward(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    history: torch.Tensor | None,
+    dilation: int,
+    firing: LeanATan | Generic,
+    grad_spikes: torch.Tensor,
+    needs: tuple[bool, ...],
+) -> tuple[torch.Tensor | None, ...]:
+    """Gradients ``(x, weight, bias, history)`` of the spikes, where ``needs`` asks for them,
+    from the charge recomputed block by block."""
+    with no_autocast(x):
+        conv = BlockedConv(x, weight, history, dilation)
+        b = bias.to(conv.dtype).expand(weight.shape[0])
+
+        def gradient(block, rows, h):
+            h.add_(conv.bias(b, block))
+            upstream = conv.blocking.view(grad_spikes, block)[:, rows]
+            return firing.grad(Blocking.unflat(h, block), upstream).reshape(h.shape)
+
+        grad_x, grad_w, grad_b, grad_history = conv.backward(gradient, tuple(needs))
+        if grad_w is not None:
+            grad_w = grad_w.to(weight.dtype)
+        if grad_b is not None:
+            grad_b = grad_b.sum_to_size(bias.shape).to(bias.dtype)
+        return grad_x, grad_w, grad_b, grad_history

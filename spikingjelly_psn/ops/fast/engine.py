@@ -136,17 +136,20 @@ class BlockedConv:
         shifted = prefix[:, (self.T - lags).clamp(min=0).to(prefix.device)]
         return torch.cat(means), torch.cat(variances), self._fold(sums), shifted
 
-    def variance_input_gradient(self, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    def variance_input_gradient(
+        self, scale: torch.Tensor, shift: torch.Tensor, into: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``Aᵀ(scale·H + shift)`` per channel, without H: ``(scale·AᵀA) x + shift·Aᵀ1``.
 
         ``AᵀA`` is banded (``lag`` either side), so each tile of rows reads ``tile + 2·lag``
         input rows. One GEMM pass instead of recomputing the charge and transposing it.
+        With ``into`` (shaped as x), added to it in place instead of written to a new tensor.
         """
         T, lag = self.T, self.taps.lag
         a = self.taps.full(T)
         gram = torch.bmm(a.transpose(1, 2), a).mul_(scale.view(-1, 1, 1))
         offset = a.sum(1).mul_(shift.view(-1, 1)).unsqueeze(2)
-        grad_x = torch.empty_like(self.x)
+        grad_x = torch.empty_like(self.x) if into is None else into
         for block in self.blocking:
             x = self.blocking.operand(self.x, block, self._x_buffer)
             group = self.taps.group(block.c)
@@ -156,7 +159,11 @@ class BlockedConv:
                 product = self._product_view(block, rows.stop - rows.start)
                 torch.bmm(gram[group, rows, lo:hi], x[:, lo:hi], out=product)
                 product.add_(offset[group, rows])
-                target[:, rows].copy_(Blocking.unflat(product, block))
+                tile = Blocking.unflat(product, block)
+                if into is None:
+                    target[:, rows].copy_(tile)
+                else:
+                    target[:, rows].add_(tile)
         return grad_x
 
     def backward(

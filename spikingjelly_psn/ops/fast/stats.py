@@ -39,11 +39,7 @@ class ConvChannelStats(torch.autograd.Function):
         x, weight, history, mean, products, shifted = ctx.saved_tensors
         with no_autocast(x):
             conv = BlockedConv(x, weight, history, ctx.dilation)
-            count = x.numel() // x.shape[2]
-            grad_mean = torch.zeros_like(mean) if grad_mean is None else grad_mean.to(mean.dtype)
-            grad_var = torch.zeros_like(mean) if grad_var is None else grad_var.to(mean.dtype)
-            scale = grad_var * (2 / count)
-            shift = grad_mean / count - scale * mean
+            scale, shift = charge_gradient(grad_mean, grad_var, mean, x.numel() // x.shape[2])
             need_x, need_w, need_history = ctx.needs_input_grad[:3]
             if products.numel():
                 grad_x = conv.variance_input_gradient(scale, shift) if need_x else None
@@ -59,3 +55,14 @@ class ConvChannelStats(torch.autograd.Function):
             if grad_w is not None:
                 grad_w = grad_w.to(weight.dtype)
             return grad_x, grad_w, grad_history, None, None
+
+
+def charge_gradient(
+    grad_mean: torch.Tensor | None, grad_var: torch.Tensor | None, mean: torch.Tensor, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` per channel with ``∂L/∂H = scale·H + shift``, from the gradients of
+    the mean and the biased variance over ``count`` values (``None`` counts as zero)."""
+    grad_mean = torch.zeros_like(mean) if grad_mean is None else grad_mean.to(mean.dtype)
+    grad_var = torch.zeros_like(mean) if grad_var is None else grad_var.to(mean.dtype)
+    scale = grad_var * (2 / count)
+    return scale, grad_mean / count - scale * mean
