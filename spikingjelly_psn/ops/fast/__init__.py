@@ -151,11 +151,7 @@ def _use_moments(x: torch.Tensor, history: torch.Tensor | None, *inputs: torch.T
     """Whether the statistics' backward should use moments: a gradient is wanted and the
     moments' two ``[C, T, T]`` matrices are small next to the input."""
     T, C = x.shape[0], x.shape[2]
-    return (
-        history is None
-        and _needs_grad(*inputs)
-        and x.numel() >= MOMENTS_FRACTION * C * T * T
-    )
+    return history is None and _needs_grad(*inputs) and x.numel() >= MOMENTS_FRACTION * C * T * T
 
 
 def batchnorm_conv_fire(
