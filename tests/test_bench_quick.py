@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +23,11 @@ from spikingjelly_psn.bench.report import COLUMNS
 
 PLOTS = ("time_vs_n", "ratio_vs_lif", "bandwidth_fraction", "memory")
 TIME_COLUMNS = ("median_ms", "q1_ms", "q3_ms", "first_call_ms")
-#: The control (SpikingJelly's PSN timed twice, interleaved) must read 1 within this band: the
-#: median of its per-round ratios is what a ratio of two identical cases moves by on an idle CPU.
+#: The control (SpikingJelly's PSN timed twice, interleaved) must read 1: the median over its
+#: rows within NOISE_BAND (a biased method, say the first-timed case of a round favoured, fails
+#: it), each row within ROW_BAND (a row of 10-microsecond calls moves by 10% on a shared CPU).
 NOISE_BAND = (0.9, 1.1)
+ROW_BAND = (0.8, 1.25)
 
 
 def _read(out: Path) -> list[dict[str, str]]:
@@ -133,7 +136,9 @@ def _check_noise(rows: list[dict[str, str]]) -> None:
     assert len(control) == len(QUICK["Ts"]) * len(QUICK["Ns"]) * 2
     for r in control:
         where = f"control T={r['T']} N'={r['n_prime']} {r['mode']}"
-        assert NOISE_BAND[0] <= float(r["time_vs_sj"]) <= NOISE_BAND[1], (where, r["time_vs_sj"])
+        assert ROW_BAND[0] <= float(r["time_vs_sj"]) <= ROW_BAND[1], (where, r["time_vs_sj"])
+    overall = statistics.median(float(r["time_vs_sj"]) for r in control)
+    assert NOISE_BAND[0] <= overall <= NOISE_BAND[1], overall
 
 
 def test_quick_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
