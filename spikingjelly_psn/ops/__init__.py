@@ -89,6 +89,23 @@ def batchnorm_conv_fire(
         return backends.op("batchnorm_conv_fire", backend)(
             x, weight, fold, fold_params, dilation, surrogate_function, history, power_of_two
         )
+    return batchnorm_conv_fire_in_steps(
+        x, weight, fold, fold_params, dilation, surrogate_function, history, power_of_two, backend
+    )
+
+
+def batchnorm_conv_fire_in_steps(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    fold,
+    fold_params: tuple[torch.Tensor, ...],
+    dilation: int,
+    surrogate_function,
+    history: torch.Tensor | None,
+    power_of_two: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`batchnorm_conv_fire` as its three steps: statistics, fold, firing."""
     mean, var = conv_channel_stats(x, weight, dilation, history, backend)
     folded_weight, folded_bias = fold(mean, var, *fold_params)
     spikes = causal_conv_fire(

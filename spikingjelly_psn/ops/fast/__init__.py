@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from spikingjelly_psn.ops import reference
+from spikingjelly_psn.ops import batchnorm_conv_fire_in_steps, reference
 from spikingjelly_psn.ops.fast.amp import autocast_dtype, autocast_like_addmm, no_autocast
 from spikingjelly_psn.ops.fast.batchnorm import BatchNormConvFire, Fold
 from spikingjelly_psn.ops.fast.conv import CausalConvFire, gemm_dtype, shared_charge
@@ -169,12 +169,9 @@ def batchnorm_conv_fire(
     if (weight.shape[1] - 1) * dilation == 0:
         history = None
     if torch.compiler.is_compiling() or not _use_moments(x, history, x, weight, *fold_params):
-        mean, var = conv_channel_stats(x, weight, dilation, history)
-        folded_weight, folded_bias = fold(mean, var, *fold_params)
-        spikes = causal_conv_fire(
-            x, folded_weight, folded_bias, dilation, surrogate_function, history, power_of_two
+        return batchnorm_conv_fire_in_steps(
+            x, weight, fold, fold_params, dilation, surrogate_function, history, power_of_two, NAME
         )
-        return spikes, mean, var
     with no_autocast(x):
         spikes, mean, var, _, _ = BatchNormConvFire.apply(
             x.contiguous(), weight.expand(x.shape[2], -1), dilation, strategy(surrogate_function), fold,
